@@ -1,0 +1,1 @@
+"""Small, self-contained examples of the recurrent library (no data, no training)."""

@@ -1,0 +1,178 @@
+"""CaptioningModule: wires encoder, decoder, loss, decoding and BLEU for Lightning.
+
+The plain ``nn.Module`` parts live in ``captioning.models``; this module only trains them.
+Batches carry either cached encoder features (B, D) or normalised images (B, 3, H, W), so the
+same step works with a frozen, cached encoder and with a fine-tuned one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from captioning import decoding
+from captioning.metrics import CorpusBLEU
+from captioning.models.decoder import Decoder, State
+from captioning.models.encoder import ImageEncoder, InitialState
+from captioning.vocab import Vocabulary
+
+
+class CaptioningModule(L.LightningModule):
+    """CNN encoder -> (h0, c0) -> recurrent decoder, trained with teacher forcing.
+
+    Args:
+        vocab_tokens: The vocabulary as plain strings (the CLI links it from the data module).
+        backbone: torchvision encoder architecture.
+        pretrained: Start the encoder from ImageNet weights.
+        image_size: Side images are resized to.
+        spatial_grid: Encoder pooling grid (1: global average pool; 2-3 keep a coarse layout).
+        trainable_blocks: Fine-tune the last N encoder blocks (0: frozen, features cached).
+        encoder_lr: Learning rate of the fine-tuned encoder blocks (smaller than ``lr``: they are pretrained).
+        cell: Decoder cell: ``lstm``, ``gru``, ``rnn_fused`` or ``rnn``.
+        embed_dim: Word embedding size.
+        hidden_dim: Decoder state size per layer.
+        num_layers: Decoder layers.
+        dropout: Decoder dropout.
+        lr: Peak learning rate of AdamW (linear warm-up, then cosine decay to zero).
+        weight_decay: AdamW weight decay.
+        warmup_fraction: Share of the training steps spent warming up.
+        max_caption_length: Longest caption decoded, in tokens.
+        num_samples: Validation captions printed each epoch.
+    """
+
+    def __init__(
+        self,
+        vocab_tokens: list[str] | None = None,
+        backbone: str = "mobilenet_v2",
+        pretrained: bool = True,
+        image_size: int = 224,
+        spatial_grid: int = 1,
+        trainable_blocks: int = 0,
+        encoder_lr: float = 1e-4,
+        cell: str = "lstm",
+        embed_dim: int = 256,
+        hidden_dim: int = 512,
+        num_layers: int = 2,
+        dropout: float = 0.3,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-4,
+        warmup_fraction: float = 0.05,
+        max_caption_length: int = 40,
+        num_samples: int = 3,
+    ) -> None:
+        super().__init__()
+        if not vocab_tokens:
+            raise ValueError("model.vocab_tokens is required: the CLI links it from the data module's training captions")
+        if not 0 <= warmup_fraction < 1:
+            raise ValueError(f"model.warmup_fraction must be in [0, 1), got {warmup_fraction}")
+        self.save_hyperparameters()
+        self.vocab = Vocabulary(vocab_tokens)
+        self.encoder = ImageEncoder(backbone, pretrained, spatial_grid, trainable_blocks)
+        self.decoder = Decoder(len(self.vocab), embed_dim, hidden_dim, num_layers, dropout, cell)
+        self.init_state = InitialState(self.encoder.feature_dim, num_layers, hidden_dim, self.decoder.state_tensors)
+        self.bleu = {"val": CorpusBLEU(), "test": CorpusBLEU()}
+
+    # -- model ---------------------------------------------------------------------------------
+
+    def features(self, inputs: Tensor) -> Tensor:
+        """Cached features pass through; images go through the CNN."""
+        return inputs if inputs.dim() == 2 else self.encoder(inputs)
+
+    def forward(self, inputs: Tensor, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """Teacher-forced logits (B, T-1, V) predicting ``tokens[:, 1:]`` from ``tokens[:, :-1]``."""
+        state = self.init_state(self.features(inputs))
+        return self.decoder(tokens[:, :-1], lengths - 1, state)
+
+    def loss(self, batch: dict) -> Tensor:
+        logits = self(batch["inputs"], batch["tokens"], batch["lengths"])
+        targets = batch["tokens"][:, 1:]  # (B, T-1); <pad> positions are ignored
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=self.vocab.pad_id)
+
+    @torch.inference_mode()
+    def generate(self, inputs: Tensor, strategy: str = "greedy", **options) -> decoding.Decoded:
+        """Caption a batch of images or features with any strategy of ``captioning.decoding``."""
+        state: State = self.init_state(self.features(inputs))
+        start = torch.full((inputs.size(0),), self.vocab.bos_id, dtype=torch.long, device=inputs.device)
+        options.setdefault("max_length", self.hparams.max_caption_length)
+        return decoding.decode(
+            self.decoder.step, state, start, strategy=strategy, eos_id=self.vocab.eos_id, pad_id=self.vocab.pad_id, **options
+        )
+
+    def captions(self, decoded: decoding.Decoded) -> list[str]:
+        return [self.vocab.decode(row) for row in decoded.tokens.tolist()]
+
+    # -- Lightning -----------------------------------------------------------------------------
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["lengths"]))
+        return loss
+
+    def _evaluate(self, batch: dict, split: str) -> None:
+        self.log(f"{split}/loss", self.loss(batch), batch_size=len(batch["lengths"]), sync_dist=True)
+        hypotheses = self.captions(self.generate(batch["inputs"]))
+        self.bleu[split].update(batch["index"].tolist(), [h.split() for h in hypotheses], batch["references"])
+        if split == "val" and not self._samples:
+            refs = [" ".join(r[0]) for r in batch["references"]]
+            self._samples = list(zip(hypotheses, refs, strict=True))[: self.hparams.num_samples]
+
+    def _log_bleu(self, split: str) -> dict[str, float]:
+        scores = self.bleu[split].compute()
+        self.bleu[split].reset()
+        # Every process holds the same pooled scores, so no further reduction is needed.
+        self.log_dict({f"{split}/{name}": value for name, value in scores.items()}, rank_zero_only=False)
+        return scores
+
+    def on_validation_epoch_start(self) -> None:
+        self._samples: list[tuple[str, str]] = []
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self._log_bleu("val")
+        if not self.trainer.sanity_checking:
+            lines = [f"epoch {self.current_epoch}: val BLEU-4 {scores['bleu4']:.3f}"]
+            lines += [f"  generated: {h}\n  reference: {r}" for h, r in self._samples]
+            self.print("\n".join(lines))
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_bleu("test")
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Called before Lightning clips: this is the norm the clipping acts on.
+        norms = [p.grad.detach().norm() for p in self.parameters() if p.grad is not None]
+        if norms:
+            self.log("train/grad_norm", torch.stack(norms).norm(), batch_size=1)
+
+    def configure_optimizers(self) -> dict:
+        encoder_params = [p for p in self.encoder.parameters() if p.requires_grad]
+        groups = [{"params": [*self.decoder.parameters(), *self.init_state.parameters()], "lr": self.hparams.lr}]
+        if encoder_params:
+            groups.append({"params": encoder_params, "lr": self.hparams.encoder_lr})
+        optimizer = torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = max(1, int(self.hparams.warmup_fraction * total))
+
+        def warmup_then_cosine(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_cosine)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint["hyper_parameters"].get("vocab_tokens")
+        if saved is not None and list(saved) != self.vocab.tokens:
+            raise ValueError(
+                f"the checkpoint's vocabulary ({len(saved)} tokens) differs from this model's ({len(self.vocab)}): "
+                "load it with CaptioningModule.load_from_checkpoint or use the data set it was trained on"
+            )

@@ -1,0 +1,70 @@
+"""Recurrent caption decoder: Embedding -> multilayer RNN -> Linear over the vocabulary.
+
+Dimension letters: B batch, T time steps, E embedding, H hidden, V vocabulary, L layers.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from captioning.models.rnn import build_rnn, state_size
+
+State = Tensor | tuple[Tensor, ...]
+
+
+class Decoder(nn.Module):
+    """A conditional language model: the image enters only through the initial state.
+
+    Args:
+        vocab_size: Number of tokens, specials included (``<pad>`` is id 0).
+        embed_dim: Word embedding size.
+        hidden_dim: Recurrent state size per layer.
+        num_layers: Stacked recurrent layers.
+        dropout: Dropout on embeddings, between layers and before the output layer.
+        cell: ``lstm`` (default), ``gru``, ``rnn_fused`` (nn.RNN) or ``rnn`` (from scratch).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 256,
+        hidden_dim: int = 512,
+        num_layers: int = 2,
+        dropout: float = 0.3,
+        cell: str = "lstm",
+    ) -> None:
+        super().__init__()
+        self.cell = cell
+        self.num_layers = num_layers
+        self.hidden_dim = hidden_dim
+        self.state_tensors = state_size(cell)
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.rnn = build_rnn(cell, embed_dim, hidden_dim, num_layers, dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_dim, vocab_size)
+
+    def forward(self, tokens: Tensor, lengths: Tensor, state: State) -> Tensor:
+        """Teacher forcing: logits for every position of right-padded ``tokens``.
+
+        Args:
+            tokens: (B, T) input ids, ``<bos> w1 .. wn`` then padding.
+            lengths: (B,) true lengths; padding positions cost no compute for the fused cells.
+            state: initial state from ``InitialState``.
+
+        Returns:
+            (B, T, V) logits; rows past their length are zeros (and are ignored by the loss).
+        """
+        x = self.dropout(self.embed(tokens))  # (B, T, E)
+        if isinstance(self.rnn, nn.RNNBase):
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            output, _ = self.rnn(packed, state)
+            hidden, _ = pad_packed_sequence(output, batch_first=True, total_length=tokens.size(1))  # (B, T, H)
+        else:
+            hidden, _ = self.rnn(x, state)  # (B, T, H)
+        return self.out(self.dropout(hidden))  # (B, T, V)
+
+    def step(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
+        """One decoding step: (B,) previous tokens -> (B, V) logits and the new state."""
+        hidden, state = self.rnn(self.embed(tokens).unsqueeze(1), state)  # (B, 1, H)
+        return self.out(hidden.squeeze(1)), state

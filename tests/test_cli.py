@@ -1,0 +1,46 @@
+"""The ``captioning`` command as a user runs it: every config parses, fit/test/resume work end to end."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from captioning.cli import main
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+def _tiny_overrides(data_kwargs: dict, model_kwargs: dict) -> list[str]:
+    args = [f"--data.{k}={v}" for k, v in data_kwargs.items() if k not in ("image_size", "spatial_grid")]
+    args += [f"--model.{k}={v}" for k, v in model_kwargs.items()]
+    return [*args, "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_every_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["trainer"]["gradient_clip_val"] > 0
+
+
+@pytest.mark.slow
+def test_fit_test_and_resume_from_last(tmp_path, monkeypatch, tiny_data_kwargs, tiny_model_kwargs):
+    monkeypatch.chdir(tmp_path)
+    common = ["--config", str(CONFIGS[0].parent / "shapes.yaml"), *_tiny_overrides(tiny_data_kwargs, tiny_model_kwargs)]
+    main(["fit", *common, "--trainer.max_epochs=1"])
+    checkpoints = tmp_path / "runs" / "shapes" / "checkpoints"
+    assert (checkpoints / "best.ckpt").is_file() and (checkpoints / "last.ckpt").is_file()
+    first = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    assert first["epoch"] == 0
+
+    main(["fit", *common, "--trainer.max_epochs=2", "--ckpt_path=last"])
+    resumed = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 1
+    assert resumed["global_step"] == 2 * first["global_step"]  # went on from where it stopped
+
+    main(["test", *common, f"--ckpt_path={checkpoints / 'best.ckpt'}"])
+    metrics = (tmp_path / "runs" / "shapes" / "csv" / "metrics.csv").read_text()
+    assert "test/bleu4" in metrics

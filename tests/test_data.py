@@ -1,0 +1,104 @@
+import csv
+import json
+import shutil
+
+import pytest
+import torch
+
+from captioning.data.captions import CaptionDataModule, load_split
+from captioning.data.features import load_or_compute
+
+
+def _rows(root, split):
+    return [json.loads(line) for line in (root / split / "metadata.jsonl").read_text().splitlines()]
+
+
+def test_imagefolder_training_pairs_and_evaluation_images(tiny_data_kwargs, shapes_root):
+    data = CaptionDataModule(**tiny_data_kwargs)
+    data.setup("fit")
+    train_rows = _rows(shapes_root, "train")
+    assert len(data.train_dataloader().dataset) == sum(len(r["captions"]) for r in train_rows)
+    val = data.val_dataloader().dataset
+    assert len(val) == len(_rows(shapes_root, "validation"))
+    batch = next(iter(data.train_dataloader()))
+    assert batch["inputs"].shape == (32, 1280 * 4)  # cached features, not pixels
+    tokens, lengths = batch["tokens"], batch["lengths"]
+    assert (tokens[:, 0] == data.vocabulary.bos_id).all()
+    for row, n in zip(tokens, lengths, strict=True):
+        assert row[n - 1] == data.vocabulary.eos_id and (row[n:] == data.vocabulary.pad_id).all()
+    eval_batch = next(iter(data.val_dataloader()))
+    assert len(eval_batch["references"][0]) == len(_rows(shapes_root, "validation")[0]["captions"])
+
+
+def test_vocabulary_comes_from_the_training_split_only(tiny_data_kwargs, shapes_root, tmp_path):
+    root = tmp_path / "shapes"
+    shutil.copytree(shapes_root, root)
+    rows = _rows(root, "test")
+    rows[0]["captions"].append("zebra")
+    (root / "test" / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    data = CaptionDataModule(**{**tiny_data_kwargs, "root": str(root)})
+    assert "zebra" not in data.vocab_tokens and "circle" in data.vocab_tokens
+
+
+def test_fine_tuning_reads_pixels(tiny_data_kwargs):
+    data = CaptionDataModule(**{**tiny_data_kwargs, "cache_features": False})
+    data.setup("fit")
+    assert next(iter(data.train_dataloader()))["inputs"].shape == (32, 3, 64, 64)
+
+
+def test_karpathy_json_format(shapes_root, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    entries = []
+    for split, kind in (("train", "train"), ("validation", "val"), ("test", "test"), ("train", "restval")):
+        for row in _rows(shapes_root, split)[:3]:
+            name = f"{kind}-{row['file_name']}"
+            shutil.copy(shapes_root / split / row["file_name"], images / name)
+            entries.append({"filename": name, "split": kind, "sentences": [{"raw": c.upper()} for c in row["captions"]]})
+    (tmp_path / "dataset_flickr8k.json").write_text(json.dumps({"images": entries}))
+    train = load_split(tmp_path, "train")
+    assert len(train) == 6  # restval counts as training
+    assert train[0]["image"]["path"].endswith("train-00000.png")
+    assert len(load_split(tmp_path, "validation")) == 3
+
+
+def test_flickr8k_captions_csv_format(shapes_root, tmp_path):
+    (tmp_path / "Images").mkdir()
+    with (tmp_path / "captions.txt").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "caption"])
+        for row in _rows(shapes_root, "train")[:40]:
+            shutil.copy(shapes_root / "train" / row["file_name"], tmp_path / "Images" / row["file_name"])
+            for caption in row["captions"]:
+                writer.writerow([row["file_name"], caption + ", with a comma"])
+    splits = {s: load_split(tmp_path, s) for s in ("train", "validation", "test")}
+    names = [set(t["image"][i]["path"] for i in range(len(t))) for t in splits.values()]
+    assert sum(len(n) for n in names) == 40 and not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
+    assert splits["train"][0]["captions"][0].endswith(", with a comma")
+    assert len(splits["train"][0]["captions"]) == 4
+
+
+def test_missing_data_says_how_to_make_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="captioning make-shapes"):
+        _ = CaptionDataModule(root=str(tmp_path)).vocabulary
+
+
+def test_feature_cache_is_reused_and_invalidated_by_image_size(shapes_root, tmp_path):
+    sources = [str(p) for p in sorted((shapes_root / "test").glob("*.png"))][:4]
+    args = {"backbone": "mobilenet_v2", "pretrained": True, "spatial_grid": 1, "num_workers": 0}
+    first = load_or_compute(tmp_path, "t", sources, image_size=64, **args)
+    files = list(tmp_path.glob("*.pt"))
+    assert len(files) == 1
+    mtime = files[0].stat().st_mtime_ns
+    again = load_or_compute(tmp_path, "t", sources, image_size=64, compute=False, **args)
+    assert torch.equal(first, again) and files[0].stat().st_mtime_ns == mtime
+    assert load_or_compute(tmp_path, "t", sources, image_size=96, compute=False, **args) is None
+    bigger = load_or_compute(tmp_path, "t", sources, image_size=96, **args)
+    assert len(list(tmp_path.glob("*.pt"))) == 2 and not torch.equal(first, bigger)
+
+
+def test_unreadable_training_image_names_the_file(shapes_root, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(RuntimeError, match="broken.png"):
+        load_or_compute(tmp_path, "t", [str(bad)], "mobilenet_v2", True, 64, 1, num_workers=0)
