@@ -207,6 +207,7 @@ class CaptionDataModule(L.LightningDataModule):
         self.root = Path(root)
         self._vocabulary: Vocabulary | None = None
         self._datasets: dict[str, Dataset] = {}
+        self._sources: dict[str, list[ImageSource]] = {}
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -246,7 +247,7 @@ class CaptionDataModule(L.LightningDataModule):
             if split in self._datasets:
                 continue
             table = self.table(split)
-            sources = image_sources(table)
+            sources = self._sources[split] = image_sources(table)
             if self.hparams.cache_features:
                 inputs = self._features(split, sources, compute=False)
                 if inputs is None:  # prepare_data was skipped (e.g. called outside a Trainer)
@@ -261,6 +262,10 @@ class CaptionDataModule(L.LightningDataModule):
             else:
                 references = [[tokenize(c)[:limit] for c in caps] for caps in texts]
                 self._datasets[split] = CaptionedImages(inputs, ids, references)
+
+    def image_source(self, split: str, index: int) -> ImageSource:
+        """The file (or bytes) of image ``index`` of a split set up by ``setup``."""
+        return self._sources[split][index]
 
     def _encode(self, caption: str, limit: int) -> list[int]:
         ids = self.vocabulary.encode(caption)

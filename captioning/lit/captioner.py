@@ -41,7 +41,7 @@ class CaptioningModule(L.LightningModule):
         weight_decay: AdamW weight decay.
         warmup_fraction: Share of the training steps spent warming up.
         max_caption_length: Longest caption decoded, in tokens.
-        num_samples: Validation captions printed each epoch.
+        num_samples: Validation captions printed (and logged with their images) each epoch.
     """
 
     def __init__(
@@ -62,7 +62,7 @@ class CaptioningModule(L.LightningModule):
         weight_decay: float = 1e-4,
         warmup_fraction: float = 0.05,
         max_caption_length: int = 40,
-        num_samples: int = 3,
+        num_samples: int = 8,
     ) -> None:
         super().__init__()
         if not vocab_tokens:
@@ -116,9 +116,11 @@ class CaptioningModule(L.LightningModule):
         self.log(f"{split}/loss", self.loss(batch), batch_size=len(batch["lengths"]), sync_dist=True)
         hypotheses = self.captions(self.generate(batch["inputs"]))
         self.bleu[split].update(batch["index"].tolist(), [h.split() for h in hypotheses], batch["references"])
-        if split == "val" and not self._samples:
-            refs = [" ".join(r[0]) for r in batch["references"]]
-            self._samples = list(zip(hypotheses, refs, strict=True))[: self.hparams.num_samples]
+        if split == "val" and len(self.validation_samples) < self.hparams.num_samples:
+            rows = zip(batch["index"].tolist(), hypotheses, batch["references"], strict=True)
+            self.validation_samples += [
+                {"index": i, "generated": h, "references": [" ".join(r) for r in refs]} for i, h, refs in rows
+            ][: self.hparams.num_samples - len(self.validation_samples)]
 
     def _log_bleu(self, split: str) -> dict[str, float]:
         scores = self.bleu[split].compute()
@@ -128,7 +130,7 @@ class CaptioningModule(L.LightningModule):
         return scores
 
     def on_validation_epoch_start(self) -> None:
-        self._samples: list[tuple[str, str]] = []
+        self.validation_samples: list[dict] = []  # read by the CaptionSamples callback
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -137,7 +139,7 @@ class CaptioningModule(L.LightningModule):
         scores = self._log_bleu("val")
         if not self.trainer.sanity_checking:
             lines = [f"epoch {self.current_epoch}: val BLEU-4 {scores['bleu4']:.3f}"]
-            lines += [f"  generated: {h}\n  reference: {r}" for h, r in self._samples]
+            lines += [f"  generated: {s['generated']}\n  reference: {s['references'][0]}" for s in self.validation_samples[:3]]
             self.print("\n".join(lines))
 
     def test_step(self, batch: dict, batch_idx: int) -> None:

@@ -1,0 +1,111 @@
+"""Experiment tracking: W&B that never blocks a run, throughput, and caption samples per epoch.
+
+W&B runs offline unless the user has said otherwise (``WANDB_MODE``, an API key, a ``wandb login``
+or a ``WANDB_BASE_URL`` of their own server): a laptop with no account and no network trains
+without a prompt or a time-out, and ``wandb sync runs/<name>/wandb/offline-run-*`` uploads later.
+"""
+
+from __future__ import annotations
+
+import json
+import netrc
+import os
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import lightning as L
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from captioning.data.images import thumbnail
+
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def _has_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host or "") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_wandb_mode(mode: str | None) -> str:
+    """The config's ``mode``, else ``WANDB_MODE``, else online only where credentials exist."""
+    mode = mode or os.environ.get("WANDB_MODE") or ("online" if _has_credentials() else "offline")
+    mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)
+    if mode not in WANDB_MODES:
+        raise ValueError(f"W&B mode must be one of {WANDB_MODES} (from the logger's mode or WANDB_MODE), got {mode!r}")
+    return mode
+
+
+class WandbLogger(LightningWandbLogger):
+    """Lightning's ``WandbLogger``, offline by default (see the module docstring).
+
+    Args:
+        mode: ``online``, ``offline`` or ``disabled``; ``None`` decides as described above.
+        project: W&B project; ``None`` takes ``WANDB_PROJECT``, else ``captioning``.
+        save_dir: The run folder; W&B writes its ``wandb/`` directory inside it.
+        **kwargs: Anything else of Lightning's ``WandbLogger`` / ``wandb.init`` (``entity``, ``log_model``, ``tags``...).
+    """
+
+    def __init__(self, mode: str | None = None, project: str | None = None, save_dir: str = ".", **kwargs) -> None:
+        resolved = resolve_wandb_mode(mode)
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        project = project or os.environ.get("WANDB_PROJECT", "captioning")
+        super().__init__(project=project, save_dir=save_dir, mode=resolved, **kwargs)
+
+
+class Throughput(L.Callback):
+    """Logs ``train/images_per_s``: image-caption pairs per second of training step, per process."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, batch_idx: int) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: dict, batch_idx: int) -> None:
+        elapsed = time.perf_counter() - self._start
+        if elapsed > 0:
+            pl_module.log("train/images_per_s", len(batch["lengths"]) / elapsed, batch_size=1)
+
+
+class CaptionSamples(L.Callback):
+    """Each validation epoch: the first images of the split with generated and reference captions.
+
+    Written to ``<run>/samples/epoch_NNN.jsonl`` (read by ``captioning report``) and, when a W&B
+    logger is attached, logged as a ``wandb.Table`` with the pictures.
+    """
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        samples = getattr(pl_module, "validation_samples", [])
+        if trainer.sanity_checking or not samples:
+            return
+        run_dir = run_directory(trainer)
+        sources = [trainer.datamodule.image_source("validation", s["index"]) for s in samples]
+        if run_dir is not None:
+            rows = [{**s, "image": src if isinstance(src, str) else None} for s, src in zip(samples, sources, strict=True)]
+            folder = run_dir / "samples"
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"epoch_{trainer.current_epoch:03d}.jsonl"
+            path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        for logger in trainer.loggers:
+            if isinstance(logger, LightningWandbLogger):
+                import wandb
+
+                data = [
+                    [wandb.Image(thumbnail(src, 128)) if isinstance(src, str) else None, s["generated"], " | ".join(s["references"])]
+                    for s, src in zip(samples, sources, strict=True)
+                ]
+                logger.log_table("val/samples", columns=["image", "generated", "references"], data=data)
+
+
+def run_directory(trainer: L.Trainer) -> Path | None:
+    """The run's folder: the parent of the CSV logger's directory (``runs/<name>``)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, CSVLogger):
+            return Path(logger.log_dir).parent
+    return None
