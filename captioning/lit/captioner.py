@@ -20,6 +20,8 @@ from captioning.models.decoder import Decoder, State
 from captioning.models.encoder import ImageEncoder, InitialState
 from captioning.vocab import Vocabulary
 
+LR_SCALINGS = ("none", "linear", "sqrt")
+
 
 class CaptioningModule(L.LightningModule):
     """CNN encoder -> (h0, c0) -> recurrent decoder, trained with teacher forcing.
@@ -42,6 +44,11 @@ class CaptioningModule(L.LightningModule):
         warmup_fraction: Share of the training steps spent warming up.
         max_caption_length: Longest caption decoded, in tokens.
         num_samples: Validation captions printed (and logged with their images) each epoch.
+        lr_scaling: How learning rates follow the global batch (per-process batch x processes x
+            accumulation) relative to ``reference_batch_size``: ``none``, ``linear`` (Goyal et al.)
+            or ``sqrt`` (gentler; often better for Adam-type optimisers).
+        reference_batch_size: The global batch size at which ``lr`` and ``encoder_lr`` were tuned.
+        compile_decoder: ``torch.compile`` the decoder (GPU runs; state-dict keys are unchanged).
     """
 
     def __init__(
@@ -63,10 +70,15 @@ class CaptioningModule(L.LightningModule):
         warmup_fraction: float = 0.05,
         max_caption_length: int = 40,
         num_samples: int = 8,
+        lr_scaling: str = "none",
+        reference_batch_size: int = 128,
+        compile_decoder: bool = False,
     ) -> None:
         super().__init__()
         if not vocab_tokens:
             raise ValueError("model.vocab_tokens is required: the CLI links it from the data module's training captions")
+        if lr_scaling not in LR_SCALINGS:
+            raise ValueError(f"model.lr_scaling must be one of {LR_SCALINGS}, got {lr_scaling!r}")
         if not 0 <= warmup_fraction < 1:
             raise ValueError(f"model.warmup_fraction must be in [0, 1), got {warmup_fraction}")
         self.save_hyperparameters()
@@ -126,7 +138,7 @@ class CaptioningModule(L.LightningModule):
         scores = self.bleu[split].compute()
         self.bleu[split].reset()
         # Every process holds the same pooled scores, so no further reduction is needed.
-        self.log_dict({f"{split}/{name}": value for name, value in scores.items()}, rank_zero_only=False)
+        self.log_dict({f"{split}/{name}": value for name, value in scores.items()}, sync_dist=True)
         return scores
 
     def on_validation_epoch_start(self) -> None:
@@ -154,11 +166,25 @@ class CaptioningModule(L.LightningModule):
         if norms:
             self.log("train/grad_norm", torch.stack(norms).norm(), batch_size=1)
 
+    def configure_model(self) -> None:
+        if self.hparams.compile_decoder:
+            self.decoder.compile()  # in place: the checkpoint keys stay those of the plain module
+
+    def lr_scale(self) -> float:
+        """Factor on the configured learning rates for the global batch size of this run."""
+        if self.hparams.lr_scaling == "none":
+            return 1.0
+        per_process = self.trainer.datamodule.hparams.batch_size
+        global_batch = per_process * self.trainer.world_size * self.trainer.accumulate_grad_batches
+        ratio = global_batch / self.hparams.reference_batch_size
+        return ratio if self.hparams.lr_scaling == "linear" else math.sqrt(ratio)
+
     def configure_optimizers(self) -> dict:
+        scale = self.lr_scale()
         encoder_params = [p for p in self.encoder.parameters() if p.requires_grad]
-        groups = [{"params": [*self.decoder.parameters(), *self.init_state.parameters()], "lr": self.hparams.lr}]
+        groups = [{"params": [*self.decoder.parameters(), *self.init_state.parameters()], "lr": self.hparams.lr * scale}]
         if encoder_params:
-            groups.append({"params": encoder_params, "lr": self.hparams.encoder_lr})
+            groups.append({"params": encoder_params, "lr": self.hparams.encoder_lr * scale})
         optimizer = torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = max(1, int(self.hparams.warmup_fraction * total))
