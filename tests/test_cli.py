@@ -17,13 +17,23 @@ def _tiny_overrides(data_kwargs: dict, model_kwargs: dict) -> list[str]:
     return [*args, "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
+def _fit_command(config: Path) -> list[str]:
+    """How a user runs each config: LM configs under ``captioning lm``, ddp.yaml on top of a data set's."""
+    if config.name.startswith("lm"):
+        return ["lm", "fit", "--config", str(config)]
+    if config.name == "ddp.yaml":
+        return ["fit", "--config", str(config.parent / "shapes.yaml"), "--config", str(config)]
+    return ["fit", "--config", str(config)]
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
 def test_every_config_parses(config, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(config), "--print_config"])
+        main([*_fit_command(config), "--print_config"])
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["trainer"]["gradient_clip_val"] > 0
+    assert printed["seed_everything"] is not None
 
 
 @pytest.mark.slow
