@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo: shapes data (if missing) -> train -> evaluate on test and novel -> best checkpoint path.
+# make demo: shapes data (if missing) -> train -> evaluate on test and novel -> report and best checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -11,8 +11,9 @@ fi
 
 start=$(date +%s)
 $BIN/captioning fit --config configs/shapes.yaml
-echo "training took $(( $(date +%s) - start )) s"
+echo "training took $(( $(date +%s) - start )) s (feature caching included)"
 
 $BIN/captioning evaluate --checkpoint "$RUN/checkpoints/best.ckpt" --root data/shapes --splits '[test, novel]'
 echo
+echo "report:          $RUN/report.html"
 echo "best checkpoint: $RUN/checkpoints/best.ckpt"
