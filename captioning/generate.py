@@ -1,0 +1,48 @@
+"""``captioning generate``: continue a prompt with a trained language model."""
+
+from __future__ import annotations
+
+import torch
+
+from captioning.lit.language_model import load_language_model
+
+
+def generate(
+    checkpoint: str,
+    prompt: str = "",
+    strategy: str = "sample",
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    beam_size: int = 3,
+    max_tokens: int = 200,
+    seed: int = 0,
+    device: str = "cpu",
+) -> str:
+    """Print (and return) ``prompt`` followed by ``max_tokens`` generated tokens.
+
+    Args:
+        checkpoint: A language model checkpoint (``captioning lm fit`` writes them); loaded with
+            ``torch.load(weights_only=True)``, nothing else is needed.
+        prompt: Text to continue; empty starts at the beginning of a line.
+        strategy: ``greedy``, ``sample`` or ``beam`` (the shared decoding engine).
+        temperature: Sampling temperature (``sample``): below 1 safer, above 1 wilder.
+        top_k: Sample among the k most probable tokens only (``sample``).
+        top_p: Sample from the smallest set of tokens holding this probability (``sample``).
+        beam_size: Beams (``beam``).
+        max_tokens: Tokens to generate (characters at char level, words and punctuation at word level).
+        seed: Random seed: the same checkpoint, prompt, options and seed give the same text.
+        device: Where to run (``cpu``, ``cuda``, ...).
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    torch.manual_seed(seed)
+    module = load_language_model(checkpoint, map_location=device)
+    options: dict = {}
+    if strategy == "sample":
+        options = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+    elif strategy == "beam":
+        options = {"beam_size": beam_size}
+    text = module.generate(prompt, strategy, max_tokens, seed=seed, **options)
+    print(text)
+    return text
