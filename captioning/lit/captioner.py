@@ -49,6 +49,10 @@ class CaptioningModule(L.LightningModule):
             or ``sqrt`` (gentler; often better for Adam-type optimisers).
         reference_batch_size: The global batch size at which ``lr`` and ``encoder_lr`` were tuned.
         compile_decoder: ``torch.compile`` the decoder (GPU runs; state-dict keys are unchanged).
+        decoder_init: A language-model checkpoint whose embedding, recurrent and output weights
+            start the decoder (decoder transfer; ``configs/lm_shapes.yaml`` trains one on the
+            training captions with the same vocabulary, cell and sizes, which is checked). Applied
+            when ``fit`` starts; resuming and loading a captioner keep the captioner's own weights.
     """
 
     def __init__(
@@ -73,6 +77,7 @@ class CaptioningModule(L.LightningModule):
         lr_scaling: str = "none",
         reference_batch_size: int = 128,
         compile_decoder: bool = False,
+        decoder_init: str | None = None,
     ) -> None:
         super().__init__()
         if not vocab_tokens:
@@ -165,6 +170,13 @@ class CaptioningModule(L.LightningModule):
         norms = [p.grad.detach().norm() for p in self.parameters() if p.grad is not None]
         if norms:
             self.log("train/grad_norm", torch.stack(norms).norm(), batch_size=1)
+
+    def setup(self, stage: str) -> None:
+        # Lightning restores a resumed checkpoint after setup, so resuming keeps its own weights.
+        if stage == "fit" and self.hparams.decoder_init:
+            from captioning.lit.language_model import init_decoder_from_language_model
+
+            init_decoder_from_language_model(self.decoder, self.hparams.decoder_init, self.vocab.tokens)
 
     def configure_model(self) -> None:
         if self.hparams.compile_decoder:
