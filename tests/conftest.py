@@ -60,3 +60,14 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_data_kwargs: 
     trainer.fit(model, data)
     trainer.save_checkpoint(folder / "tiny.ckpt")
     return folder / "tiny.ckpt"
+
+
+@pytest.fixture(autouse=True)
+def _finish_wandb_runs():
+    """A command run in-process leaves its W&B run open (a process exit closes it): close it so the
+    next test's logger starts its own run instead of reusing this one."""
+    yield
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()

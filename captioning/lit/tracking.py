@@ -55,6 +55,8 @@ class WandbLogger(LightningWandbLogger):
 
     def __init__(self, mode: str | None = None, project: str | None = None, save_dir: str = ".", **kwargs) -> None:
         resolved = resolve_wandb_mode(mode)
+        # Absolute: W&B's background service keeps the working directory it started in.
+        save_dir = os.path.abspath(save_dir)
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         project = project or os.environ.get("WANDB_PROJECT", "captioning")
         super().__init__(project=project, save_dir=save_dir, mode=resolved, **kwargs)
