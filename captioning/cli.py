@@ -59,6 +59,7 @@ def lightning_main(args: list[str] | None = None) -> CaptioningCLI:
 
 
 def _commands() -> dict[str, Callable]:
+    from captioning.caption import caption
     from captioning.data.shapes import make_shapes
     from captioning.evaluate import evaluate
     from captioning.generate import generate

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 ImageSource = str | os.PathLike | bytes
 
@@ -120,6 +120,8 @@ def load_rgb(source: ImageSource, target_size: int | None = None, max_pixels: in
 
 def describe_error(error: BaseException) -> str:
     """A one-line reason for the errors file: the exception type and its message."""
+    if isinstance(error, UnidentifiedImageError):  # its message names a BytesIO, not the file
+        return "UnidentifiedImageError: not an image file Pillow can read"
     message = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
@@ -235,7 +237,8 @@ def collate_images(items: list[dict[str, Any]]) -> dict[str, Any]:
     """
     good = [item for item in items if item["error"] is None]
     return {
-        "images": torch.stack([item["image"] for item in good]) if good else None,  # (B, 3, H, W)
+        # default_collate stacks straight into shared memory inside a worker: no extra copy
+        "images": default_collate([item["image"] for item in good]) if good else None,  # (B, 3, H, W)
         "paths": [item["path"] for item in good],
         "indices": torch.tensor([item["index"] for item in good], dtype=torch.long),
         "errors": [(item["path"], item["error"]) for item in items if item["error"] is not None],

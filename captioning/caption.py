@@ -1,0 +1,472 @@
+"""``captioning caption``: caption a folder (or glob, or list) of images into a JSONL or CSV file.
+
+Built for long runs over many photos:
+
+- Images are read in DataLoader workers; a file that cannot be read (empty, truncated, not an
+  image, too many pixels, unreadable) is skipped and listed with its reason in
+  ``<output stem>.errors.jsonl`` and in the summary. The run fails only if nothing was captioned.
+- Each batch is appended to the output with one write, then flushed and fsync'ed, so a killed
+  run leaves whole lines only (a torn last line, after a crash, is cut off on the next run).
+- A rerun with the same output captions only the images it does not hold yet (failed ones are
+  retried); memory does not grow with the number of images.
+- ``devices > 1`` runs Lightning's predict loop over N processes (DDP; gloo on CPU), each writing
+  its own part file, merged at the end so that every image appears exactly once.
+
+Output records: ``{"image": path as listed, "caption": text, "log_prob": model log-probability}``
+(CSV columns ``image,caption,log_prob``). Resuming matches images by absolute path.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from captioning.data.images import (
+    DEFAULT_MAX_PIXELS,
+    ImageFolder,
+    collate_images,
+    list_images,
+    pixel_limit,
+)
+from captioning.decoding import STRATEGIES
+from captioning.inference import Captioner, decoding_options
+
+FIELDS = ("image", "caption", "log_prob")
+_SHOWN_ERRORS = 20  # failures printed in the summary; all of them are in the errors file
+
+
+def image_key(path: str) -> str:
+    """What makes two records the same image: the absolute, normalised path."""
+    return os.path.normpath(os.path.abspath(path))
+
+
+def _append(fd: int, data: bytes) -> None:
+    """Append ``data`` with as few writes as the OS allows (one, for a file), then fsync."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.fsync(fd)
+
+
+def repair_tail(path: str | os.PathLike) -> int:
+    """Cut off a partial last line (a write torn by a crash); returns the bytes removed."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return 0
+    with path.open("rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        end = size
+        while end > 0:  # scan back in chunks for the last newline
+            start = max(0, end - 65536)
+            f.seek(start)
+            newline = f.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        if end < size:
+            f.truncate(end)
+            f.flush()
+            os.fsync(f.fileno())
+        return size - end
+
+
+class CaptionFile:
+    """An append-only JSONL or CSV file of caption records (the format follows the suffix)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in (".jsonl", ".csv"):
+            raise ValueError(f"--output must end in .jsonl or .csv, got {self.path.name}")
+        self.format = suffix[1:]
+        self._fd: int | None = None
+
+    def records(self) -> Iterator[dict]:
+        """The records already in the file (none if it does not exist)."""
+        if not self.path.is_file():
+            return
+        with self.path.open(encoding="utf-8", newline="") as f:
+            if self.format == "csv":
+                reader = csv.DictReader(f)
+                if reader.fieldnames is not None and "image" not in reader.fieldnames:
+                    raise ValueError(f"{self.path} has no 'image' column: not an output of captioning caption")
+                yield from reader
+                return
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as error:
+                        raise ValueError(f"line {number} of {self.path} is not JSON ({error}): fix or delete it") from error
+
+    def keys(self) -> set[str]:
+        return {image_key(record["image"]) for record in self.records()}
+
+    def encode(self, records: list[dict], header: bool) -> bytes:
+        if self.format == "jsonl":
+            return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n", extrasaction="ignore")
+        if header:
+            writer.writeheader()
+        writer.writerows(records)
+        return buffer.getvalue().encode()
+
+    def append(self, records: list[dict]) -> None:
+        """Append a whole batch: one write, flush and fsync (a kill never leaves half a batch line)."""
+        if not records:
+            return
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        _append(self._fd, self.encode(records, header=os.fstat(self._fd).st_size == 0))
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class ErrorLog:
+    """``{"image", "error"}`` JSON lines, created at the first failure."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.file = CaptionFile(Path(path).with_suffix(".jsonl"))
+        self.count = 0
+        self.shown: list[tuple[str, str]] = []
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+    def append(self, errors: list[tuple[str, str]]) -> None:
+        self.file.append([{"image": path, "error": reason} for path, reason in errors])
+        self.count += len(errors)
+        self.shown += errors[: _SHOWN_ERRORS - len(self.shown)]
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def errors_path(output: str | os.PathLike) -> Path:
+    """``captions.jsonl`` -> ``captions.errors.jsonl`` (also for a CSV output)."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.errors.jsonl")
+
+
+def part_path(output: str | os.PathLike, rank: int, errors: bool = False) -> Path:
+    """The file process ``rank`` writes under ``devices > 1``, merged into ``output`` at the end."""
+    target = errors_path(output) if errors else Path(output)
+    return target.with_name(f"{target.stem}.part{rank}{target.suffix}")
+
+
+def make_records(paths: list[str], captions: list[str], log_probs: torch.Tensor) -> list[dict]:
+    scores = log_probs.float().cpu().tolist()
+    return [{"image": p, "caption": c, "log_prob": round(s, 4)} for p, c, s in zip(paths, captions, scores, strict=True)]
+
+
+def merge_parts(output: str | os.PathLike, errors: ErrorLog | None, done: set[str]) -> int:
+    """Move the records of every part file into ``output`` (each image once), then delete the parts.
+
+    The failures in the error parts go to ``errors`` unless the image was captioned after all
+    (``None``: drop them, for leftovers of a killed run, whose failures are retried anyway).
+    Returns the number of records added; ``done`` gains their keys.
+    """
+    output = Path(output)
+    parts = sorted(output.parent.glob(f"{output.stem}.part[0-9]*{output.suffix}"))
+    sink, added = CaptionFile(output), 0
+    try:
+        for part in parts:
+            repair_tail(part)
+            new = []
+            for record in CaptionFile(part).records():
+                key = image_key(record["image"])
+                if key not in done:  # drop duplicates (already merged, or written twice)
+                    done.add(key)
+                    new.append(record)
+            sink.append(new)
+            added += len(new)
+    finally:
+        sink.close()
+    failed: dict[str, tuple[str, str]] = {}
+    failures = errors_path(output)
+    error_parts = sorted(failures.parent.glob(f"{failures.stem}.part[0-9]*.jsonl"))
+    for part in error_parts if errors is not None else []:
+        repair_tail(part)
+        for record in CaptionFile(part).records():
+            if image_key(record["image"]) not in done:
+                failed.setdefault(image_key(record["image"]), (record["image"], record["error"]))
+    if errors is not None:
+        errors.append(list(failed.values()))
+    for part in [*parts, *error_parts]:
+        part.unlink()
+    return added
+
+
+def _is_launched_child() -> bool:
+    """True in the processes Lightning's DDP launcher starts (ranks > 0): they only read the output."""
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
+
+
+def caption_batch(model, images: torch.Tensor, paths: list[str], run: dict, generator: torch.Generator | None) -> list[dict]:
+    """Records for a batch of (B, 3, H, W) normalised images of ``model`` (a ``CaptioningModule``)."""
+    options = dict(run["options"], generator=generator) if generator is not None else run["options"]
+    decoded = model.generate(images, strategy=run["strategy"], **options)
+    return make_records(paths, model.captions(decoded), decoded.log_probs)
+
+
+def _check_options(
+    strategy: str, batch_size: int, num_workers: int, beam_size: int, temperature: float, top_k: int | None,
+    top_p: float | None, max_length: int | None, devices: int, accelerator: str, gallery_limit: int,
+    max_pixels: int | None, limit: int | None, **run,
+) -> dict:  # fmt: skip
+    """Refuse bad options before any model is loaded, naming the flag."""
+    checks = [
+        (strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}"),
+        (batch_size >= 1, f"--batch_size must be >= 1, got {batch_size}"),
+        (num_workers >= 0, f"--num_workers must be >= 0, got {num_workers}"),
+        (beam_size >= 1, f"--beam_size must be >= 1, got {beam_size}"),
+        (temperature > 0, f"--temperature must be > 0, got {temperature}"),
+        (top_k is None or top_k >= 1, f"--top_k must be >= 1 or null, got {top_k}"),
+        (top_p is None or 0 < top_p <= 1, f"--top_p must be in (0, 1] or null, got {top_p}"),
+        (max_length is None or max_length >= 1, f"--max_length must be >= 1 or null, got {max_length}"),
+        (devices >= 1, f"--devices must be >= 1, got {devices}"),
+        (accelerator in ("auto", "cpu", "gpu", "cuda"), f"--accelerator must be auto, cpu or gpu, got {accelerator!r}"),
+        (gallery_limit >= 0, f"--gallery_limit must be >= 0, got {gallery_limit}"),
+        (max_pixels is None or max_pixels >= 1, f"--max_pixels must be >= 1 or null, got {max_pixels}"),
+        (limit is None or limit >= 0, f"--limit must be >= 0 or null, got {limit}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+    options = decoding_options(
+        strategy, beam_size, temperature, top_k, top_p, run["length_penalty"], run["no_repeat_ngram_size"], max_length
+    )
+    return {
+        "strategy": strategy, "options": options, "batch_size": batch_size, "num_workers": num_workers,
+        "accelerator": accelerator, "max_pixels": max_pixels, "checkpoint": run["checkpoint"],
+        "seed": run["seed"], "progress": run["progress"],
+    }  # fmt: skip
+
+
+def _local_device(accelerator: str) -> torch.device:
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError("--accelerator gpu was asked for, but torch sees no GPU")
+    return torch.device("cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def image_loader(paths: list[str], transform, image_size: int, run: dict, pin_memory: bool = False) -> DataLoader:
+    """Batches of ``collate_images`` over ``paths``, read by ``num_workers`` processes."""
+    dataset = ImageFolder(paths, transform, image_size, run["max_pixels"])
+    workers = run["num_workers"]
+    return DataLoader(
+        dataset, batch_size=run["batch_size"], num_workers=workers, collate_fn=collate_images,
+        worker_init_fn=dataset.worker_init if workers else None, pin_memory=pin_memory,
+    )  # fmt: skip
+
+
+class PredictCaptions(L.LightningModule):
+    """The predict step of ``devices > 1``: a batch of ``collate_images`` -> records and failures."""
+
+    def __init__(self, model: L.LightningModule, run: dict) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.run = run
+        self.generator: torch.Generator | None = None
+
+    def on_predict_start(self) -> None:
+        if self.run["strategy"] == "sample":  # each process draws its own numbers
+            self.generator = torch.Generator(self.device).manual_seed(self.run["seed"] + self.global_rank)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        records = [] if batch["images"] is None else caption_batch(self.model, batch["images"], batch["paths"], self.run, self.generator)
+        return {"records": records, "errors": batch["errors"]}
+
+
+def _caption_local(pending: list[str], sink: CaptionFile, errors: ErrorLog, run: dict) -> tuple[int, float]:
+    """One process: read in workers, caption batch by batch, append as each batch finishes.
+
+    Returns the images captioned and the seconds spent captioning (model loading excluded).
+    """
+    if not pending:
+        return 0, 0.0
+    device = _local_device(run["accelerator"])
+    captioner = Captioner.from_checkpoint(run["checkpoint"], device=device, max_pixels=run["max_pixels"])
+    loader = image_loader(pending, captioner.transform, captioner.image_size, run, pin_memory=device.type == "cuda")
+    generator = torch.Generator(device).manual_seed(run["seed"]) if run["strategy"] == "sample" else None
+    captioned, start = 0, time.perf_counter()
+    with tqdm(total=len(pending), desc="caption", unit="img", disable=not run["progress"], dynamic_ncols=True) as bar:
+        for batch in loader:
+            errors.append(batch["errors"])
+            if batch["images"] is not None:
+                images = batch["images"].to(device, non_blocking=True)
+                records = caption_batch(captioner.model, images, batch["paths"], run, generator)
+                sink.append(records)
+                captioned += len(records)
+            bar.update(len(batch["paths"]) + len(batch["errors"]))
+            if errors.count:
+                bar.set_postfix(failed=errors.count, refresh=False)
+    return captioned, time.perf_counter() - start
+
+
+def caption_distributed(
+    pending: list[str], sink: CaptionFile, errors: ErrorLog, run: dict, devices: int
+) -> tuple[int, float, bool]:
+    """``devices`` processes through Lightning's predict loop.
+
+    Returns the images captioned, the seconds spent in the predict loop, and whether this is
+    the main process (the only one that reports).
+
+    Lightning's DDP launcher starts the other processes by running this same command again; each
+    writes its part files (``CaptionWriter``) and the first one merges them once all are done.
+    """
+    from captioning.evaluate import load_captioner
+    from captioning.lit.callbacks import CaptionWriter
+    from captioning.models.encoder import build_transform
+
+    model = load_captioner(run["checkpoint"])
+    transform = build_transform(model.hparams.backbone, model.hparams.image_size)
+    loader = image_loader(pending, transform, model.hparams.image_size, run)
+    done = sink.keys()
+    writer = CaptionWriter(sink.path, errors, done, progress=run["progress"], total=len(pending))
+    accelerator = "cpu" if run["accelerator"] == "cpu" or not torch.cuda.is_available() else "gpu"
+    trainer = L.Trainer(
+        accelerator=accelerator, devices=devices, strategy="ddp", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[writer],
+    )  # fmt: skip
+    start = time.perf_counter()
+    trainer.predict(PredictCaptions(model, run), dataloaders=loader, return_predictions=False)
+    return writer.merged, time.perf_counter() - start, trainer.is_global_zero
+
+
+def _read_errors(path: Path) -> list[tuple[str, str]]:
+    return [(r["image"], r["error"]) for r in CaptionFile(path).records()] if path.is_file() else []
+
+
+def _print_summary(summary: dict, shown: list[tuple[str, str]]) -> None:
+    rate = f" ({summary['images_per_second']:.1f} images/s after loading the model)" if summary["images_per_second"] else ""
+    lines = [
+        f"captioned {summary['captioned']} images in {summary['seconds']:.1f} s{rate}; "
+        f"skipped {summary['skipped']} already in {summary['output']}; failed {summary['failed']}"
+    ]
+    if summary["not_attempted"]:
+        lines.append(f"{summary['not_attempted']} images left for a rerun (--limit)")
+    if summary["failed"]:
+        lines.append(f"failed files (all of them, with reasons, in {summary['errors_file']}):")
+        lines += [f"  {path}: {reason}" for path, reason in shown]
+        if summary["failed"] > len(shown):
+            lines.append(f"  ... and {summary['failed'] - len(shown)} more")
+    if summary.get("gallery"):
+        lines.append(f"gallery: {summary['gallery']}")
+    print("\n".join(lines), flush=True)
+
+
+def caption(
+    checkpoint: str,
+    input: str,
+    output: str,
+    recursive: bool = False,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    strategy: Literal["greedy", "sample", "beam"] = "greedy",
+    beam_size: int = 3,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    length_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
+    max_length: int | None = None,
+    seed: int = 0,
+    devices: int = 1,
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto",
+    gallery: str | None = None,
+    gallery_limit: int = 1000,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Caption every image of a folder, glob or list into a JSONL or CSV file; rerun to resume.
+
+    Args:
+        checkpoint: A ``.ckpt`` written by ``captioning fit`` (self-contained).
+        input: A folder, a glob pattern (quote it) or a ``.txt`` file with one image path per line.
+        output: ``captions.jsonl`` or ``captions.csv``. An existing file is resumed: images it
+            holds are skipped. Unreadable files are listed in ``<stem>.errors.jsonl`` beside it.
+        recursive: Include subfolders (and let ``**`` in a glob span folders): ``--recursive true``.
+        batch_size: Images encoded and decoded at once.
+        num_workers: Processes reading and decoding image files (0: in the main process).
+        strategy: ``greedy``, ``sample`` or ``beam``.
+        beam_size: Beams per image (beam).
+        temperature: Divides the logits before the softmax (sample); below 1 is closer to greedy.
+        top_k: Sample among the k most probable tokens only (sample).
+        top_p: Sample from the smallest set of tokens holding this much probability (sample).
+        length_penalty: Beam score = log-prob / length ** length_penalty (beam).
+        no_repeat_ngram_size: Forbid repeating any n-gram of this size (beam; 0: allowed).
+        max_length: Longest caption in tokens (default: the checkpoint's).
+        seed: Random seed of ``sample``.
+        devices: Processes (GPUs, or CPU processes) captioning in parallel through Lightning.
+        accelerator: ``auto`` (a GPU if there is one), ``cpu`` or ``gpu``.
+        gallery: Also write a self-contained HTML page of thumbnails and captions here.
+        gallery_limit: Most images shown in the gallery.
+        max_pixels: Refuse images with more pixels (decompression-bomb guard); null: no limit.
+        limit: Caption at most this many of the missing images, then stop (a rerun goes on).
+        progress: Show a progress bar.
+
+    Returns:
+        The summary: images listed, captioned now, skipped (already in the output), failed,
+        not attempted (``limit``), wall time and the files written.
+    """
+    run = _check_options(**locals())
+    start = time.perf_counter()
+    sink = CaptionFile(output)
+    errors = ErrorLog(errors_path(output))
+    paths = list_images(input, recursive=recursive)
+    if not paths:
+        raise SystemExit(f"error: no images found at --input {input} (extensions: jpg jpeg png webp bmp gif tif tiff)")
+    if not _is_launched_child():  # only the first process tidies the output before captioning
+        repair_tail(sink.path)
+        errors.path.unlink(missing_ok=True)  # failures are retried; this run lists its own
+        merge_parts(output, None, sink.keys())  # parts of a killed multi-process run
+    images: dict[str, str] = {}
+    for path in paths:
+        images.setdefault(image_key(path), path)  # a file listed twice (a.png, ./a.png) counts once
+    done = sink.keys()
+    pending = [path for key, path in images.items() if key not in done]
+    skipped = len(images) - len(pending)
+    attempted = pending[:limit] if limit is not None else pending
+
+    with pixel_limit(max_pixels):
+        if min(devices, len(attempted)) > 1:
+            captioned, seconds, is_main = caption_distributed(attempted, sink, errors, run, min(devices, len(attempted)))
+            if not is_main:
+                return {}
+        else:
+            captioned, seconds = _caption_local(attempted, sink, errors, run)
+    sink.close()
+    errors.close()
+    summary = {
+        "output": str(sink.path), "images": len(images), "captioned": captioned, "skipped": skipped,
+        "failed": errors.count, "not_attempted": len(pending) - len(attempted),
+        "errors_file": str(errors.path) if errors.count else None, "seconds": round(time.perf_counter() - start, 2),
+        "images_per_second": round((captioned + errors.count) / seconds, 2) if seconds else None,
+    }  # fmt: skip
+    if gallery:
+        from captioning.gallery import write_gallery
+
+        summary["gallery"] = str(write_gallery(sink.records(), gallery, errors=_read_errors(errors.path), limit=gallery_limit))
+    _print_summary(summary, errors.shown)
+    if captioned + skipped == 0 and errors.count:
+        raise SystemExit(f"error: none of the {errors.count} images could be read; the reasons are in {errors.path}")
+    return summary

@@ -1,0 +1,80 @@
+"""The Python API: paths, PIL images and tensors of the same picture get the same caption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms.functional import pil_to_tensor
+
+from captioning.inference import Captioner, decoding_options
+
+
+@pytest.fixture(scope="module")
+def captioner(tiny_checkpoint) -> Captioner:
+    return Captioner.from_checkpoint(tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def pictures(shapes_root) -> list[Path]:
+    return sorted((shapes_root / "test").glob("*.png"))[:6]
+
+
+def test_path_pil_and_tensor_inputs_give_the_same_captions(captioner, pictures):
+    from_paths = captioner.caption(pictures)
+    assert len(from_paths) == len(pictures) and all(isinstance(c, str) and c for c in from_paths)
+    assert len(set(from_paths)) > 1  # the model looks at the images
+    pil = [Image.open(p) for p in pictures]
+    assert captioner.caption(pil) == from_paths
+    uint8 = [pil_to_tensor(image.convert("RGB")) for image in pil]  # (3, H, W) 0-255
+    assert captioner.caption(uint8) == from_paths
+    assert captioner.caption([t.float() / 255 for t in uint8]) == from_paths  # (3, H, W) 0-1
+    assert captioner.caption(torch.stack(uint8)) == from_paths  # (B, 3, H, W)
+    assert captioner.caption([str(p) for p in pictures], batch_size=4) == from_paths  # batching changes nothing
+    assert captioner.caption(pictures[0]) == from_paths[0]  # one image in, one string out
+
+
+def test_input_modes_and_orientation_are_normalised(captioner, pictures, tmp_path):
+    image = Image.open(pictures[0])
+    expected = captioner.caption(image)
+    rgba = image.convert("RGBA")  # opaque alpha changes nothing
+    assert captioner.caption(rgba) == expected
+    # A file stored sideways with an EXIF tag saying "rotate 90" is captioned as displayed.
+    exif = Image.Exif()
+    exif[0x0112] = 8  # viewers rotate 90 degrees clockwise... of the stored pixels, 270 counter-clockwise
+    image.convert("RGB").rotate(-90, expand=True).save(tmp_path / "sideways.png", exif=exif)
+    assert captioner.to_picture(tmp_path / "sideways.png").tobytes() == image.convert("RGB").tobytes()
+
+
+def test_decoding_strategies_and_options_pass_through(captioner, pictures):
+    greedy = captioner.caption(pictures)
+    assert captioner.caption(pictures, strategy="beam", beam_size=1) == greedy
+    beam = captioner.caption(pictures, strategy="beam", beam_size=3, max_length=12)
+    assert all(len(c.split()) <= 12 for c in beam)
+    first = captioner.caption(pictures, strategy="sample", seed=3, temperature=1.5)
+    assert captioner.caption(pictures, strategy="sample", seed=3, temperature=1.5) == first
+    with pytest.raises(TypeError):
+        captioner.caption(pictures, strategy="greedy", beam_size=3)  # not an option of greedy
+    with pytest.raises(ValueError, match="temperature"):
+        captioner.caption(pictures, strategy="sample", temperature=0)
+
+
+def test_decoding_options_keeps_only_those_of_the_strategy():
+    assert decoding_options("greedy", beam_size=5, temperature=0.5) == {"min_length": 0}
+    assert decoding_options("beam", beam_size=5, max_length=9) == {
+        "min_length": 0, "max_length": 9, "beam_size": 5, "length_penalty": 1.0, "no_repeat_ngram_size": 0,
+    }  # fmt: skip
+    assert decoding_options("sample", top_k=4)["top_k"] == 4
+    with pytest.raises(ValueError, match="strategy"):
+        decoding_options("nucleus")
+
+
+def test_bad_inputs_are_refused_with_a_clear_error(captioner):
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        captioner.caption(torch.full((3, 8, 8), 2.0))  # a normalised tensor, not an image
+    with pytest.raises(ValueError, match="C, H, W"):
+        captioner.caption(torch.zeros(8, 8))
+    with pytest.raises(TypeError, match="path, a PIL image"):
+        captioner.caption(42)
