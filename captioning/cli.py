@@ -68,6 +68,14 @@ def _commands() -> dict[str, Callable]:
     return {"make-shapes": make_shapes, "evaluate": evaluate, "report": report, "caption": caption, "generate": generate}
 
 
+def _underscore_flag(arg: str) -> str:
+    """``--beam-size 3`` -> ``--beam_size 3``: both spellings work (jsonargparse only knows underscores)."""
+    if not arg.startswith("--"):
+        return arg
+    name, sep, value = arg.partition("=")
+    return "--" + name[2:].replace("-", "_") + sep + value
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "lm":  # the language model's LightningCLI: captioning lm fit --config configs/lm.yaml
@@ -77,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     commands = _commands()
     if args and args[0] in commands:
-        result = auto_cli(commands[args[0]], args=args[1:], as_positional=False)
+        result = auto_cli(commands[args[0]], args=[_underscore_flag(a) for a in args[1:]], as_positional=False)
         if isinstance(result, Path):  # a file the command wrote
             print(result)
     else:

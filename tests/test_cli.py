@@ -54,3 +54,12 @@ def test_fit_test_and_resume_from_last(tmp_path, monkeypatch, tiny_data_kwargs, 
     main(["test", *common, f"--ckpt_path={checkpoints / 'best.ckpt'}"])
     metrics = (tmp_path / "runs" / "shapes" / "csv" / "metrics.csv").read_text()
     assert "test/bleu4" in metrics
+
+
+def test_subcommand_flags_take_dashes_or_underscores(tmp_path):
+    main(["make-shapes", "--out", str(tmp_path / "a"), "--train=2", "--validation", "1", "--test", "1", "--novel", "1", "--image-size", "32"])
+    main(["make-shapes", "--out", str(tmp_path / "b"), "--train=2", "--validation", "1", "--test", "1", "--novel", "1", "--image_size", "32"])
+    from PIL import Image
+
+    assert Image.open(tmp_path / "a" / "train" / "00000.png").size == (32, 32)
+    assert (tmp_path / "a" / "train" / "00000.png").read_bytes() == (tmp_path / "b" / "train" / "00000.png").read_bytes()
