@@ -62,6 +62,18 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_data_kwargs: 
     return folder / "tiny.ckpt"
 
 
+@pytest.fixture()
+def one_thread():
+    """Tiny recurrent nets run hundreds of short parallel regions; on shared cores two threads
+    make each wait for the other (200x slower measured here), one thread does not."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _finish_wandb_runs():
     """A command run in-process leaves its W&B run open (a process exit closes it): close it so the

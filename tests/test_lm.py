@@ -24,6 +24,8 @@ from captioning.models.decoder import Decoder
 from captioning.models.language_model import RNNLanguageModel
 from captioning.vocab import Vocabulary
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = {"embed_dim": 8, "hidden_dim": 16, "num_layers": 2, "dropout": 0.0, "sample_tokens": 0}
 
@@ -34,16 +36,6 @@ def _trainer(tmp_path: Path, **kwargs) -> L.Trainer:
         "enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": tmp_path,
     }  # fmt: skip
     return L.Trainer(**{**options, **kwargs})
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny recurrent nets run hundreds of short parallel regions; on shared cores two threads
-    make each wait for the other (200x slower measured here), one thread does not."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture()

@@ -20,6 +20,8 @@ from captioning.data.text import (
 )
 from captioning.vocab import BOS, EOS, Vocabulary
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 WORDS = [
     "the",
     "cat",
@@ -45,16 +47,6 @@ def make_text(lines: int = 120, seed: int = 0) -> str:
         " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))).capitalize() + ".\n"
         for _ in range(lines)
     )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny recurrent nets run hundreds of short parallel regions; on shared cores two threads
-    make each wait for the other (200x slower measured here), one thread does not."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture()

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from captioning import decoding
+from captioning.lit.tracking import log_grad_norm
 from captioning.metrics import CorpusBLEU
 from captioning.models.decoder import Decoder, State
 from captioning.models.encoder import ImageEncoder, InitialState
@@ -166,10 +167,7 @@ class CaptioningModule(L.LightningModule):
         self._log_bleu("test")
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # Called before Lightning clips: this is the norm the clipping acts on.
-        norms = [p.grad.detach().norm() for p in self.parameters() if p.grad is not None]
-        if norms:
-            self.log("train/grad_norm", torch.stack(norms).norm(), batch_size=1)
+        log_grad_norm(self)
 
     def setup(self, stage: str) -> None:
         # Lightning restores a resumed checkpoint after setup, so resuming keeps its own weights.

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from captioning import decoding
 from captioning.data.text import IGNORE_INDEX, LEVELS, detokenize, word_tokens
+from captioning.lit.tracking import log_grad_norm
 from captioning.models.language_model import RNNLanguageModel, State, detach_state
 from captioning.vocab import SPECIALS, Vocabulary
 
@@ -238,10 +239,7 @@ class LanguageModule(L.LightningModule):
             group["lr"] = lr
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # Called before Lightning clips: this is the norm the clipping acts on.
-        norms = [p.grad.detach().norm() for p in self.parameters() if p.grad is not None]
-        if norms:
-            self.log("train/grad_norm", torch.stack(norms).norm(), batch_size=1)
+        log_grad_norm(self)
         self.log("train/lr", optimizer.param_groups[0]["lr"], batch_size=1)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

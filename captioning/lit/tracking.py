@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import lightning as L
+import torch
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -60,6 +61,17 @@ class WandbLogger(LightningWandbLogger):
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         project = project or os.environ.get("WANDB_PROJECT", "captioning")
         super().__init__(project=project, save_dir=save_dir, mode=resolved, **kwargs)
+
+
+def log_grad_norm(module: L.LightningModule) -> None:
+    """Log ``train/grad_norm``, the global L2 norm of the gradients.
+
+    Call it from ``on_before_optimizer_step``: Lightning clips after that hook, so this is the
+    norm the clipping acts on.
+    """
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if grads:
+        module.log("train/grad_norm", torch.nn.utils.get_total_norm(grads), batch_size=1)
 
 
 class Throughput(L.Callback):
