@@ -8,12 +8,10 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from captioning.models.rnn import build_rnn, state_size
-
-State = Tensor | tuple[Tensor, ...]
+from captioning.models.token_rnn import State, TokenRNN
 
 
-class Decoder(nn.Module):
+class Decoder(TokenRNN):
     """A conditional language model: the image enters only through the initial state.
 
     Args:
@@ -34,15 +32,7 @@ class Decoder(nn.Module):
         dropout: float = 0.3,
         cell: str = "lstm",
     ) -> None:
-        super().__init__()
-        self.cell = cell
-        self.num_layers = num_layers
-        self.hidden_dim = hidden_dim
-        self.state_tensors = state_size(cell)
-        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
-        self.rnn = build_rnn(cell, embed_dim, hidden_dim, num_layers, dropout)
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_dim, vocab_size)
+        super().__init__(vocab_size, embed_dim, hidden_dim, num_layers, dropout, cell)
 
     def forward(self, tokens: Tensor, lengths: Tensor, state: State) -> Tensor:
         """Teacher forcing: logits for every position of right-padded ``tokens``.
@@ -63,8 +53,3 @@ class Decoder(nn.Module):
         else:
             hidden, _ = self.rnn(x, state)  # (B, T, H)
         return self.out(self.dropout(hidden))  # (B, T, V)
-
-    def step(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
-        """One decoding step: (B,) previous tokens -> (B, V) logits and the new state."""
-        hidden, state = self.rnn(self.embed(tokens).unsqueeze(1), state)  # (B, 1, H)
-        return self.out(hidden.squeeze(1)), state

@@ -1,21 +1,16 @@
 """Recurrent language model: Embedding -> multilayer cell -> Linear over the vocabulary.
 
-The same stack as the caption :class:`~captioning.models.decoder.Decoder`, without the image:
-the parameters have the decoder's names (``embed``, ``rnn``, ``out``), so a language model
-trained on caption text can initialise a caption decoder (see
-:func:`captioning.lit.language_model.decoder_state_from_checkpoint`).
+The caption decoder's stack (:class:`~captioning.models.token_rnn.TokenRNN`) without the image,
+run over long text in chunks whose state carries over: truncated backprop through time.
 
 Dimension letters: B batch (streams), T time steps, E embedding, H hidden, V vocabulary, L layers.
 """
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from captioning.models.rnn import build_rnn, state_size
-
-State = Tensor | tuple[Tensor, ...]
-"""Recurrent state: ``(L, B, H)``, or ``(h, c)`` of those for the LSTM."""
+from captioning.models.token_rnn import State, TokenRNN
 
 
 def detach_state(state: State | None) -> State | None:
@@ -27,7 +22,7 @@ def detach_state(state: State | None) -> State | None:
     return tuple(s.detach() for s in state)
 
 
-class RNNLanguageModel(nn.Module):
+class RNNLanguageModel(TokenRNN):
     """Predicts token ``t + 1`` from tokens ``..t``; the state carries the past between calls.
 
     Args:
@@ -52,19 +47,11 @@ class RNNLanguageModel(nn.Module):
         cell: str = "lstm",
         tie_weights: bool = False,
     ) -> None:
-        super().__init__()
         if tie_weights and embed_dim != hidden_dim:
             raise ValueError(
                 f"tie_weights needs embed_dim == hidden_dim, got embed_dim={embed_dim}, hidden_dim={hidden_dim}"
             )
-        self.cell = cell
-        self.num_layers = num_layers
-        self.hidden_dim = hidden_dim
-        self.state_tensors = state_size(cell)
-        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
-        self.rnn = build_rnn(cell, embed_dim, hidden_dim, num_layers, dropout)
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_dim, vocab_size)
+        super().__init__(vocab_size, embed_dim, hidden_dim, num_layers, dropout, cell)
         if tie_weights:
             self.out.weight = self.embed.weight
 
@@ -84,8 +71,3 @@ class RNNLanguageModel(nn.Module):
         x = self.dropout(self.embed(tokens))  # (B, T, E)
         hidden, state = self.rnn(x, state)  # (B, T, H)
         return self.out(self.dropout(hidden)), state  # (B, T, V)
-
-    def step(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
-        """One decoding step for :mod:`captioning.decoding`: (B,) tokens -> (B, V) logits, new state."""
-        logits, state = self(tokens.unsqueeze(1), state)  # (B, 1, V)
-        return logits.squeeze(1), state
