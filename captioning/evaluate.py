@@ -48,9 +48,12 @@ def evaluate(
     """
     model = load_captioner(checkpoint)
     h = model.hparams
+    # load_captioner overrides `pretrained` (the weights come from the checkpoint); the cached
+    # features must be those of the encoder as it was trained.
+    trained_from = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["hyper_parameters"]["pretrained"]
     data = CaptionDataModule(
         root, test_split=splits[0], eval_batch_size=batch_size, cache_dir=cache_dir, backbone=h.backbone,
-        pretrained=True, image_size=h.image_size, spatial_grid=h.spatial_grid, cache_features=h.trainable_blocks == 0,
+        pretrained=trained_from, image_size=h.image_size, spatial_grid=h.spatial_grid, cache_features=h.trainable_blocks == 0,
     )  # fmt: skip
     train_captions = [tokenize(c) for caps in data.table("train")["captions"] for c in caps]
     baseline = Counter(" ".join(c) for c in train_captions).most_common(1)[0][0].split()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from captioning.lit.language_model import load_language_model
 
 
@@ -36,7 +34,6 @@ def generate(
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-    torch.manual_seed(seed)
     module = load_language_model(checkpoint, map_location=device)
     options: dict = {}
     if strategy == "sample":

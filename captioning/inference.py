@@ -116,13 +116,11 @@ class Captioner:
 
     # -- captioning ----------------------------------------------------------------------------
 
-    def generate(self, inputs: Tensor, strategy: str = "greedy", seed: int | None = None, **options) -> Decoded:
+    def generate(self, inputs: Tensor, strategy: str = "greedy", **options) -> Decoded:
         """Decode a prepared batch: (B, 3, H, W) normalised images or (B, D) encoder features.
 
-        ``seed`` makes ``sample`` reproducible (same seed, same batch -> same captions).
+        ``options`` are those of the strategy; ``sample`` takes a ``generator`` on the model's device.
         """
-        if strategy == "sample" and seed is not None:
-            options["generator"] = torch.Generator(device=inputs.device).manual_seed(seed)
         return self.model.generate(inputs.to(self.device), strategy=strategy, **options)
 
     def captions(self, decoded: Decoded) -> list[str]:
@@ -149,8 +147,10 @@ class Captioner:
         """
         single = not isinstance(images, (list, tuple)) and not (isinstance(images, Tensor) and images.dim() == 4)
         items = [images] if single else list(images)
+        if strategy == "sample" and seed is not None:  # one stream for the whole call: batches draw different numbers
+            options["generator"] = torch.Generator(device=self.device).manual_seed(seed)
         captions: list[str] = []
         for start in range(0, len(items), batch_size):
             batch = self.preprocess(items[start : start + batch_size])
-            captions += self.captions(self.generate(batch, strategy, seed=seed, **options))
+            captions += self.captions(self.generate(batch, strategy, **options))
         return captions[0] if single else captions

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from captioning.data.captions import CaptionDataModule, load_split
-from captioning.data.features import load_or_compute
+from captioning.data.features import ImageFiles, load_or_compute
+from captioning.lit.captioner import CaptioningModule
 
 
 def _rows(root, split):
@@ -95,6 +96,29 @@ def test_feature_cache_is_reused_and_invalidated_by_image_size(shapes_root, tmp_
     assert load_or_compute(tmp_path, "t", sources, image_size=96, compute=False, **args) is None
     bigger = load_or_compute(tmp_path, "t", sources, image_size=96, **args)
     assert len(list(tmp_path.glob("*.pt"))) == 2 and not torch.equal(first, bigger)
+
+
+def test_cached_random_encoder_features_are_the_models_own(shapes_root, tmp_path, tiny_model_kwargs):
+    """With pretrained=False the decoder trains on cached features: they must be those of the encoder
+    the model (and so the checkpoint) holds, whatever the global random state was. (resnet18: a
+    random MobileNetV2's features are all ~1e-9, too small to tell two networks apart.)"""
+    sources = [str(p) for p in sorted((shapes_root / "test").glob("*.png"))][:3]
+    torch.manual_seed(1)
+    cached = load_or_compute(tmp_path, "t", sources, "resnet18", False, 64, 2, num_workers=0).float()
+    torch.manual_seed(2)
+    model = CaptioningModule(vocab_tokens=["<pad>", "<bos>", "<eos>", "<unk>"], backbone="resnet18", pretrained=False, **tiny_model_kwargs)
+    images = torch.stack([ImageFiles(sources, "resnet18", 64)[i] for i in range(len(sources))])
+    with torch.no_grad():
+        features = model.eval().features(images)
+    assert cached.abs().mean() > 0.1
+    torch.testing.assert_close(features.half().float(), cached, rtol=1e-2, atol=1e-2)
+
+
+def test_test_stage_reads_only_the_test_split(tiny_data_kwargs, tmp_path):
+    data = CaptionDataModule(**{**tiny_data_kwargs, "cache_dir": str(tmp_path), "test_split": "novel"})
+    data.setup("test")
+    assert [p.name.split("-")[1] for p in tmp_path.glob("*.pt")] == ["novel"]
+    assert len(data.test_dataloader().dataset) > 0
 
 
 def test_unreadable_training_image_names_the_file(shapes_root, tmp_path):

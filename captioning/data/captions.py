@@ -209,9 +209,10 @@ class CaptionDataModule(L.LightningDataModule):
         self._datasets: dict[str, Dataset] = {}
         self._sources: dict[str, list[ImageSource]] = {}
 
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return ("train", "validation", self.hparams.test_split)
+    def splits(self, stage: str | None = None) -> tuple[str, ...]:
+        """The splits a stage reads (all of them for ``None``): ``captioning test`` never touches training images."""
+        by_stage = {"fit": ("train", "validation"), "validate": ("validation",), "test": (self.hparams.test_split,)}
+        return by_stage.get(stage, ("train", "validation", self.hparams.test_split))
 
     def table(self, split: str) -> datasets.Dataset:
         return load_split(self.root, split, self.hparams.format, self.hparams.image_root)
@@ -231,19 +232,22 @@ class CaptionDataModule(L.LightningDataModule):
 
     def _features(self, split: str, sources: list[ImageSource], compute: bool) -> Tensor | None:
         h = self.hparams
+        # The trainer's device: on a GPU, caching COCO's features takes minutes instead of hours.
+        device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
         return load_or_compute(
             h.cache_dir, f"{self.root.name}-{split}", sources, h.backbone, h.pretrained, h.image_size, h.spatial_grid,
-            num_workers=h.num_workers, compute=compute,
+            num_workers=h.num_workers, compute=compute, device=device,
         )  # fmt: skip
 
     def prepare_data(self) -> None:
-        """Build the feature caches once (Lightning calls this on one process only)."""
+        """Build the feature caches of the running stage once (Lightning calls this on one process per node)."""
         if self.hparams.cache_features:
-            for split in self.splits:
+            running = self.trainer.state.fn if self.trainer is not None else None
+            for split in self.splits(running.value if running is not None else None):
                 self._features(split, image_sources(self.table(split)), compute=True)
 
     def setup(self, stage: str | None = None) -> None:
-        for split in self.splits:
+        for split in self.splits(stage):
             if split in self._datasets:
                 continue
             table = self.table(split)

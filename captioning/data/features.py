@@ -21,7 +21,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from captioning.data.images import ImageSource, load_rgb
-from captioning.models.encoder import ImageEncoder, build_transform, default_weights
+from captioning.models.encoder import (
+    RANDOM_INIT_SEED,
+    ImageEncoder,
+    build_transform,
+    default_weights,
+)
 
 CACHE_FORMAT = 1  # bump when the transform or the file layout changes
 
@@ -37,7 +42,7 @@ def cache_key(
     sources: Sequence[ImageSource], backbone: str, pretrained: bool, image_size: int, spatial_grid: int
 ) -> str:
     """A hex digest naming the features of ``sources`` under this encoder configuration."""
-    weights = str(default_weights(backbone)) if pretrained else "random-init"
+    weights = str(default_weights(backbone)) if pretrained else f"random-init-seed{RANDOM_INIT_SEED}"
     header = [CACHE_FORMAT, backbone, weights, image_size, spatial_grid]
     digest = hashlib.sha256(json.dumps(header).encode())
     for source in sources:
@@ -94,8 +99,9 @@ def load_or_compute(
     spatial_grid: int,
     num_workers: int = 2,
     compute: bool = True,
+    device: torch.device | str = "cpu",
 ) -> Tensor | None:
-    """Return the cached features of ``sources``, computing and writing them first if needed.
+    """Return the cached features of ``sources``, computing them on ``device`` and writing them first if needed.
 
     With ``compute=False`` a missing cache gives ``None`` (processes other than the first wait for
     the first to write it instead of all running the CNN).
@@ -106,7 +112,7 @@ def load_or_compute(
         return torch.load(path, weights_only=True)
     if not compute:
         return None
-    encoder = ImageEncoder(backbone, pretrained=pretrained, spatial_grid=spatial_grid)
+    encoder = ImageEncoder(backbone, pretrained=pretrained, spatial_grid=spatial_grid).to(device)
     features = compute_features(sources, encoder, backbone, image_size, num_workers=num_workers, description=f"features {name}")
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial")

@@ -92,11 +92,23 @@ def build_transform(backbone: str, image_size: int) -> transforms.Compose:
     )
 
 
+RANDOM_INIT_SEED = 0
+"""Seed of the weights of an encoder built with ``pretrained=False``."""
+
+
 def build_classifier(backbone: str, pretrained: bool = True) -> nn.Module:
-    """The full torchvision classifier, head included (what ``ImageEncoder`` starts from)."""
-    weights = default_weights(backbone) if pretrained else None
-    if weights is not None:
-        ensure_weights_cached(weights)
+    """The full torchvision classifier, head included (what ``ImageEncoder`` starts from).
+
+    Without pretrained weights the initialisation is seeded (``RANDOM_INIT_SEED``), whatever the
+    global random state: a frozen random encoder is then one fixed network, so the features
+    cached by the data module are exactly those of the encoder saved in the checkpoint.
+    """
+    if not pretrained:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            return models.get_model(backbone, weights=None)
+    weights = default_weights(backbone)
+    ensure_weights_cached(weights)
     return models.get_model(backbone, weights=weights)
 
 
