@@ -8,12 +8,14 @@ Built for long runs over many photos:
 - Each batch is appended to the output with one write, then flushed and fsync'ed, so a killed
   run leaves whole lines only (a torn last line, after a crash, is cut off on the next run).
 - A rerun with the same output captions only the images it does not hold yet (failed ones are
-  retried); memory does not grow with the number of images.
+  retried). Records are streamed, not kept: besides the model, memory holds only the list of
+  paths.
 - ``devices > 1`` runs Lightning's predict loop over N processes (DDP; gloo on CPU), each writing
   its own part file, merged at the end so that every image appears exactly once.
 
-Output records: ``{"image": path as listed, "caption": text, "log_prob": model log-probability}``
-(CSV columns ``image,caption,log_prob``). Resuming matches images by absolute path.
+Output records: ``{"image": absolute path, "caption": text, "log_prob": model log-probability}``
+(CSV columns ``image,caption,log_prob``). Resuming matches images by that path, so a rerun from
+another working directory, or with the input written differently, still skips what is done.
 """
 
 from __future__ import annotations
@@ -439,11 +441,9 @@ def caption(
         repair_tail(sink.path)
         errors.path.unlink(missing_ok=True)  # failures are retried; this run lists its own
         merge_parts(output, None, sink.keys())  # parts of a killed multi-process run
-    images: dict[str, str] = {}
-    for path in paths:
-        images.setdefault(image_key(path), path)  # a file listed twice (a.png, ./a.png) counts once
+    images = list(dict.fromkeys(image_key(path) for path in paths))  # a file listed twice (a.png, ./a.png) counts once
     done = sink.keys()
-    pending = [path for key, path in images.items() if key not in done]
+    pending = [image for image in images if image not in done]
     skipped = len(images) - len(pending)
     attempted = pending[:limit] if limit is not None else pending
 

@@ -203,6 +203,17 @@ def test_merging_parts_keeps_each_image_once(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.errors.jsonl", "c.jsonl"]  # parts gone
 
 
+def test_rerun_from_another_directory_resumes(photos, tiny_checkpoint, tmp_path, monkeypatch):
+    out = tmp_path / "captions.csv"
+    monkeypatch.chdir(photos.parent)
+    first = caption(str(tiny_checkpoint), photos.name, str(out), limit=10, **QUIET)  # a relative --input
+    assert all(Path(r["image"]).is_absolute() and Path(r["image"]).is_file() for r in _records(out))
+    monkeypatch.chdir(tmp_path)
+    second = caption(str(tiny_checkpoint), str(photos), str(out), **QUIET)
+    assert (first["captioned"], second["skipped"], second["captioned"]) == (10, 10, 14)
+    assert len({r["image"] for r in _records(out)}) == len(_records(out)) == 24
+
+
 @pytest.mark.slow
 def test_two_cpu_processes_give_the_same_captions_as_one(photos, tiny_checkpoint, uninterrupted, tmp_path):
     folder = tmp_path / "in"
