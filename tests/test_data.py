@@ -1,6 +1,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,6 +78,50 @@ def test_flickr8k_captions_csv_format(shapes_root, tmp_path):
     assert sum(len(n) for n in names) == 40 and not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
     assert splits["train"][0]["captions"][0].endswith(", with a comma")
     assert len(splits["train"][0]["captions"]) == 4
+
+
+def test_flickr8k_token_file_reads_like_the_csv(shapes_root, tmp_path):
+    (tmp_path / "Images").mkdir()
+    rows = _rows(shapes_root, "train")[:16]
+    lines = []
+    for row in rows:
+        shutil.copy(shapes_root / "train" / row["file_name"], tmp_path / "Images" / row["file_name"])
+        lines += [f"{row['file_name']}#{n}\t{caption}" for n, caption in enumerate(row["captions"])]
+    (tmp_path / "Flickr8k.token.txt").write_text("\n".join(lines) + "\n")
+    tables = [load_split(tmp_path, split) for split in ("train", "validation", "test")]
+    by_name = {Path(t["image"][i]["path"]).name: t["captions"][i] for t in tables for i in range(len(t))}
+    assert by_name == {row["file_name"]: row["captions"] for row in rows}
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ('{"file_name": "a.png", "captions": "a red circle"}', "line 2 of .*metadata.jsonl"),  # a string, not a list
+        ('{"file_name": "a.png"}', "line 2 of .*metadata.jsonl"),
+        ('{"file_name": "a.png", captions: []}', "line 2 of .*metadata.jsonl is not JSON"),
+        ('{"file_name": "nowhere.png", "captions": ["a"]}', "missing, e.g. .*nowhere.png: fix their file_name"),
+    ],
+)
+def test_malformed_metadata_names_the_line_and_the_fix(shapes_root, tmp_path, line, error):
+    split = tmp_path / "train"
+    shutil.copytree(shapes_root / "train", split)
+    first = (split / "metadata.jsonl").read_text().splitlines()[0]
+    (split / "metadata.jsonl").write_text(f"{first}\n{line}\n")
+    with pytest.raises((ValueError, FileNotFoundError), match=error):
+        load_split(tmp_path, "train")
+
+
+def test_wrong_image_root_or_caption_file_says_what_to_fix(shapes_root, tmp_path):
+    (tmp_path / "captions.txt").write_text("image,caption\n" + "".join(f"{r['file_name']},a caption\n" for r in _rows(shapes_root, "train")))
+    with pytest.raises(FileNotFoundError, match="data.image_root"):
+        load_split(tmp_path, "train")
+    (tmp_path / "captions.txt").write_text("train-00000.png a caption without a separator\n")
+    with pytest.raises(ValueError, match="captions.txt is neither CSV"):
+        load_split(tmp_path, "train")
+    (tmp_path / "captions.txt").unlink()
+    (tmp_path / "dataset_flickr8k.json").write_text('{"images": [{"filename": "a.png"}]}')
+    with pytest.raises(ValueError, match="dataset_flickr8k.json is not a Karpathy split file"):
+        load_split(tmp_path, "train")
 
 
 def test_missing_data_says_how_to_make_it(tmp_path):

@@ -7,8 +7,8 @@ Formats (``format: auto`` picks by what ``root`` holds):
   The shapes data set is written this way, so the default is the user's path.
 - ``karpathy``: ``dataset_flickr8k.json`` / ``dataset_coco.json`` (the research splits) and an
   image root (``restval`` counts as training, ``val`` as validation).
-- ``flickr8k``: the ``captions.txt`` CSV (``image,caption``) most people download, with ``Images/``.
-  The official ``Flickr_8k.{train,dev,test}Images.txt`` lists decide the split when present;
+- ``flickr8k``: the ``captions.txt`` CSV (``image,caption``) most people download, or the original
+  ``Flickr8k.token.txt`` (``name.jpg#0<TAB>caption``), with ``Images/``. The official ``Flickr_8k.{train,dev,test}Images.txt`` lists decide the split when present;
   otherwise a hash of the file name does (75 / 12.5 / 12.5 %, stable as images are added).
 
 Training iterates over every (image, caption) pair; evaluation over each image once, with all
@@ -38,8 +38,11 @@ FORMATS = ("auto", "imagefolder", "karpathy", "flickr8k")
 _KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "validation", "test": "test"}
 
 
+_FLICKR8K_CAPTIONS = ("captions.txt", "Flickr8k.token.txt")
+
+
 def detect_format(root: Path) -> str:
-    if (root / "captions.txt").is_file():
+    if any((root / name).is_file() for name in _FLICKR8K_CAPTIONS):
         return "flickr8k"
     if any(root.glob("dataset_*.json")):
         return "karpathy"
@@ -47,7 +50,8 @@ def detect_format(root: Path) -> str:
         return "imagefolder"
     raise FileNotFoundError(
         f"{root} holds no captioned images: expected */metadata.jsonl (imagefolder), dataset_*.json "
-        f"(Karpathy splits) or captions.txt (Flickr8k). For the default data run `captioning make-shapes --out {root}`."
+        f"(Karpathy splits) or captions.txt / Flickr8k.token.txt (Flickr8k). "
+        f"For the default data run `captioning make-shapes --out {root}`."
     )
 
 
@@ -56,12 +60,21 @@ def _table(images: list[str], captions: list[list[str]]) -> datasets.Dataset:
 
 
 def _load_karpathy(root: Path, image_root: Path, split: str) -> datasets.Dataset:
-    annotations = sorted(root.glob("dataset_*.json"))[0]
+    found = sorted(root.glob("dataset_*.json"))
+    if len(found) > 1:
+        raise ValueError(f"{root} holds several Karpathy split files ({', '.join(f.name for f in found)}): keep one per data.root")
+    annotations = found[0]
     images, captions = [], []
-    for entry in json.loads(annotations.read_text())["images"]:
-        if _KARPATHY_SPLITS.get(entry["split"]) == split:
-            images.append(str(image_root / entry.get("filepath", "") / entry["filename"]))
-            captions.append([sentence["raw"] for sentence in entry["sentences"]])
+    try:
+        for entry in json.loads(annotations.read_text(encoding="utf-8"))["images"]:
+            if _KARPATHY_SPLITS.get(entry["split"]) == split:
+                images.append(str(image_root / entry.get("filepath", "") / entry["filename"]))
+                captions.append([sentence["raw"] for sentence in entry["sentences"]])
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{annotations} is not a Karpathy split file ({type(error).__name__}: {error}): expected "
+            '{"images": [{"filename", "split", "sentences": [{"raw"}]}]}'
+        ) from error
     return _table(images, captions)
 
 
@@ -72,16 +85,36 @@ def _flickr8k_split(name: str, official: dict[str, str]) -> str:
     return "train" if bucket < 6 else ("validation" if bucket == 6 else "test")
 
 
+def _flickr8k_captions(path: Path) -> dict[str, list[str]]:
+    """Captions by image name, from the CSV with an ``image,caption`` header or the tab-separated token file."""
+    by_image: dict[str, list[str]] = defaultdict(list)
+    with path.open(newline="", encoding="utf-8") as f:
+        header = f.readline()
+        f.seek(0)
+        if header.strip().lower().replace(" ", "") == "image,caption":
+            for row in csv.DictReader(f):
+                by_image[row["image"]].append(row["caption"])
+            return by_image
+        for number, line in enumerate(f, 1):
+            name, tab, caption = line.rstrip("\n").partition("\t")
+            if not line.strip():
+                continue
+            if not tab:
+                raise ValueError(
+                    f"line {number} of {path} is neither CSV with an 'image,caption' header nor "
+                    f"'name.jpg#0<TAB>caption': {line.strip()[:80]!r}"
+                )
+            by_image[name.rsplit("#", 1)[0]].append(caption.strip())
+    return by_image
+
+
 def _load_flickr8k(root: Path, image_root: Path, split: str) -> datasets.Dataset:
     official = {}
     for list_split, file_name in (("train", "trainImages"), ("validation", "devImages"), ("test", "testImages")):
         listing = root / f"Flickr_8k.{file_name}.txt"
         if listing.is_file():
             official.update(dict.fromkeys(listing.read_text().split(), list_split))
-    by_image: dict[str, list[str]] = defaultdict(list)
-    with (root / "captions.txt").open(newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            by_image[row["image"]].append(row["caption"])
+    by_image = _flickr8k_captions(next(root / n for n in _FLICKR8K_CAPTIONS if (root / n).is_file()))
     names = sorted(n for n in by_image if _flickr8k_split(n, official) == split)
     return _table([str(image_root / n) for n in names], [by_image[n] for n in names])
 
@@ -97,6 +130,7 @@ def load_split(root: str | Path, split: str, format: str = "auto", image_root: s
         folder = root / split
         if not (folder / "metadata.jsonl").is_file():
             raise FileNotFoundError(f"{folder / 'metadata.jsonl'} not found: each split of an imagefolder data set needs one")
+        check_metadata(folder / "metadata.jsonl")
         table = datasets.load_dataset("imagefolder", data_files={split: [str(folder / "**")]}, split=split)
         table = table.cast_column("image", datasets.Image(decode=False))
     else:
@@ -106,7 +140,40 @@ def load_split(root: str | Path, split: str, format: str = "auto", image_root: s
         raise ValueError(f"split {split!r} of {root} has no 'captions' column (columns: {table.column_names})")
     if len(table) == 0:
         raise ValueError(f"split {split!r} of {root} is empty")
+    missing = [source for source in image_sources(table) if isinstance(source, str) and not Path(source).is_file()]
+    if missing:
+        fix = "fix their file_name in metadata.jsonl" if format == "imagefolder" else "check data.image_root (where the image files are)"
+        raise FileNotFoundError(
+            f"{len(missing)} of the {len(table)} images of split {split!r} of {root} are missing, e.g. {missing[0]}: "
+            f"{fix}, or remove their captions"
+        )
     return table
+
+
+def check_metadata(path: Path) -> None:
+    """Fail on the first malformed line of an imagefolder ``metadata.jsonl``, naming it and the fix.
+
+    ``datasets`` would report a JSON error without the file, read a missing ``captions`` as null,
+    and a string as a caption per character.
+    """
+    expected = 'expected {"file_name": "a.jpg", "captions": ["a caption", "another"]}'
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"line {number} of {path} is not JSON ({error}): {expected}") from error
+            if not _is_metadata_row(row):
+                raise ValueError(f"line {number} of {path} is {line.strip()[:100]}: {expected}")
+
+
+def _is_metadata_row(row: object) -> bool:
+    if not isinstance(row, dict) or not isinstance(row.get("file_name"), str):
+        return False
+    captions = row.get("captions")
+    return isinstance(captions, list) and bool(captions) and all(isinstance(c, str) for c in captions)
 
 
 def image_sources(table: datasets.Dataset) -> list[ImageSource]:
