@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from captioning.checkpoints import read_checkpoint
 from captioning.data.images import (
     DEFAULT_MAX_PIXELS,
     ImageFolder,
@@ -334,13 +335,10 @@ def caption_distributed(
     Lightning's DDP launcher starts the other processes by running this same command again; each
     writes its part files (``CaptionWriter``) and the first one merges them once all are done.
     """
-    from captioning.evaluate import load_captioner
     from captioning.lit.callbacks import CaptionWriter
-    from captioning.models.encoder import build_transform
 
-    model = load_captioner(run["checkpoint"])
-    transform = build_transform(model.hparams.backbone, model.hparams.image_size)
-    loader = image_loader(pending, transform, model.hparams.image_size, run)
+    captioner = Captioner.from_checkpoint(run["checkpoint"], max_pixels=run["max_pixels"])
+    loader = image_loader(pending, captioner.transform, captioner.image_size, run)
     done = sink.keys()
     writer = CaptionWriter(sink.path, errors, done, progress=run["progress"], total=len(pending))
     accelerator = "cpu" if run["accelerator"] == "cpu" or not torch.cuda.is_available() else "gpu"
@@ -349,7 +347,7 @@ def caption_distributed(
         enable_progress_bar=False, enable_model_summary=False, callbacks=[writer],
     )  # fmt: skip
     start = time.perf_counter()
-    trainer.predict(PredictCaptions(model, run), dataloaders=loader, return_predictions=False)
+    trainer.predict(PredictCaptions(captioner.model, run), dataloaders=loader, return_predictions=False)
     return writer.merged, time.perf_counter() - start, trainer.is_global_zero
 
 
@@ -431,6 +429,7 @@ def caption(
         not attempted (``limit``), wall time and the files written.
     """
     run = _check_options(**locals())
+    read_checkpoint(checkpoint, "captioner", mmap=True)  # a wrong path fails now, not after listing the images
     start = time.perf_counter()
     sink = CaptionFile(output)
     errors = ErrorLog(errors_path(output))

@@ -7,23 +7,12 @@ does not beat it by far has learned the language of the captions, not to look at
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
-import torch
-
+from captioning.checkpoints import read_checkpoint
 from captioning.data.captions import CaptionDataModule
-from captioning.lit.captioner import CaptioningModule
+from captioning.lit.captioner import load_captioner
 from captioning.metrics import CorpusBLEU
 from captioning.vocab import tokenize
-
-
-def load_captioner(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> CaptioningModule:
-    """A trained model from its checkpoint alone (ImageNet weights are not needed: the checkpoint has them)."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found: train one with `captioning fit --config configs/shapes.yaml`")
-    model = CaptioningModule.load_from_checkpoint(path, map_location=map_location, pretrained=False, weights_only=True)
-    return model.eval()
 
 
 def evaluate(
@@ -50,7 +39,7 @@ def evaluate(
     h = model.hparams
     # load_captioner overrides `pretrained` (the weights come from the checkpoint); the cached
     # features must be those of the encoder as it was trained.
-    trained_from = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["hyper_parameters"]["pretrained"]
+    trained_from = read_checkpoint(checkpoint, "captioner", mmap=True)["hyper_parameters"]["pretrained"]
     data = CaptionDataModule(
         root, test_split=splits[0], eval_batch_size=batch_size, cache_dir=cache_dir, backbone=h.backbone,
         pretrained=trained_from, image_size=h.image_size, spatial_grid=h.spatial_grid, cache_features=h.trainable_blocks == 0,

@@ -28,8 +28,7 @@ from torchvision.transforms.functional import to_pil_image
 
 from captioning.data.images import DEFAULT_MAX_PIXELS, load_rgb, to_rgb
 from captioning.decoding import STRATEGIES, Decoded
-from captioning.evaluate import load_captioner
-from captioning.lit.captioner import CaptioningModule
+from captioning.lit.captioner import CaptioningModule, load_captioner
 from captioning.models.encoder import build_transform
 
 ImageInput = str | os.PathLike | Image.Image | Tensor

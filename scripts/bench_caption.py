@@ -40,7 +40,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from captioning.data.images import load_rgb
-from captioning.evaluate import load_captioner
+from captioning.lit.captioner import load_captioner
 from captioning.models.encoder import build_transform
 
 _CHILD = """

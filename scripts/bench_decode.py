@@ -59,7 +59,7 @@ def build(args: argparse.Namespace) -> tuple[Decoder, Callable[[int], tuple[Tens
     """The decoder and a function giving initial states for n images."""
     torch.manual_seed(0)
     if args.checkpoint:
-        from captioning.evaluate import load_captioner
+        from captioning.lit.captioner import load_captioner
 
         model = load_captioner(args.checkpoint)
         h = model.hparams

@@ -5,8 +5,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
 from captioning.data.captions import CaptionDataModule
-from captioning.evaluate import load_captioner
-from captioning.lit.captioner import CaptioningModule
+from captioning.lit.captioner import CaptioningModule, load_captioner
 from captioning.models.decoder import Decoder
 
 

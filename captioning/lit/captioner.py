@@ -8,6 +8,7 @@ same step works with a frozen, cached encoder and with a fine-tuned one.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from captioning import decoding
+from captioning.checkpoints import read_checkpoint
 from captioning.lit.tracking import log_grad_norm
 from captioning.metrics import CorpusBLEU
 from captioning.models.decoder import Decoder, State
@@ -214,3 +216,14 @@ class CaptioningModule(L.LightningModule):
                 f"the checkpoint's vocabulary ({len(saved)} tokens) differs from this model's ({len(self.vocab)}): "
                 "load it with CaptioningModule.load_from_checkpoint or use the data set it was trained on"
             )
+
+
+def load_captioner(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> CaptioningModule:
+    """A trained model from its checkpoint alone, in eval mode.
+
+    ``pretrained=False``: ImageNet weights are not needed (nor downloaded), the checkpoint holds the
+    encoder's weights. Read with ``weights_only=True``.
+    """
+    read_checkpoint(checkpoint, "captioner", mmap=True)  # a clear error for a missing file or the wrong kind
+    model = CaptioningModule.load_from_checkpoint(checkpoint, map_location=map_location, pretrained=False, weights_only=True)
+    return model.eval()

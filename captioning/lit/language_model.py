@@ -34,6 +34,7 @@ from lightning.pytorch.callbacks import Timer
 from torch import Tensor, nn
 
 from captioning import decoding
+from captioning.checkpoints import read_checkpoint
 from captioning.data.text import IGNORE_INDEX, LEVELS, detokenize, word_tokens
 from captioning.lit.tracking import log_grad_norm
 from captioning.models.language_model import RNNLanguageModel, State, detach_state
@@ -354,8 +355,8 @@ def load_language_model(
 ) -> LanguageModule:
     """Rebuild a :class:`LanguageModule` from a checkpoint with ``torch.load(weights_only=True)``:
     only tensors and plain values are unpickled, and nothing but the file is needed."""
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    saved = checkpoint.get("hyper_parameters", {})
+    checkpoint = read_checkpoint(path, "language model", map_location)
+    saved = checkpoint["hyper_parameters"]
     accepted = inspect.signature(LanguageModule.__init__).parameters
     module = LanguageModule(**{k: v for k, v in saved.items() if k in accepted})
     module.load_state_dict(checkpoint["state_dict"])
@@ -373,8 +374,8 @@ def decoder_state_from_checkpoint(
             training captions at word level, with the same ``min_freq``), or the shapes differ
             (same ``cell``, ``embed_dim``, ``hidden_dim``, ``num_layers`` are needed).
     """
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    saved = checkpoint.get("hyper_parameters", {})
+    checkpoint = read_checkpoint(path, "language model")
+    saved = checkpoint["hyper_parameters"]
     if list(saved.get("vocab_tokens") or []) != list(vocab_tokens):
         raise ValueError(
             f"{path}: the language model's vocabulary ({len(saved.get('vocab_tokens') or [])} tokens, level "
