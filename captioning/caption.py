@@ -108,11 +108,18 @@ class CaptionFile:
                 yield from reader
                 return
             for number, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as error:
-                        raise ValueError(f"line {number} of {self.path} is not JSON ({error}): fix or delete it") from error
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"line {number} of {self.path} is not JSON ({error}): fix or delete it") from error
+                if not isinstance(record, dict) or "image" not in record:
+                    raise ValueError(
+                        f"line {number} of {self.path} has no \"image\": not an output of captioning caption; "
+                        "choose another --output"
+                    )
+                yield record
 
     def keys(self) -> set[str]:
         return {image_key(record["image"]) for record in self.records()}

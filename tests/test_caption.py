@@ -203,6 +203,14 @@ def test_merging_parts_keeps_each_image_once(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.errors.jsonl", "c.jsonl"]  # parts gone
 
 
+def test_an_output_file_of_something_else_is_refused(photos, tiny_checkpoint, tmp_path):
+    other = tmp_path / "notes.jsonl"
+    other.write_text('{"text": "my own notes"}\n')
+    with pytest.raises(ValueError, match='line 1 of .*notes.jsonl has no "image": not an output of captioning caption'):
+        caption(str(tiny_checkpoint), str(photos), str(other), **QUIET)
+    assert other.read_text() == '{"text": "my own notes"}\n'
+
+
 def test_rerun_from_another_directory_resumes(photos, tiny_checkpoint, tmp_path, monkeypatch):
     out = tmp_path / "captions.csv"
     monkeypatch.chdir(photos.parent)

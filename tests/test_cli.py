@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from captioning.cli import main
+from captioning.lit.captioner import CaptioningModule
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
@@ -46,10 +47,14 @@ def test_fit_test_and_resume_from_last(tmp_path, monkeypatch, tiny_data_kwargs, 
     first = torch.load(checkpoints / "last.ckpt", weights_only=True)
     assert first["epoch"] == 0
 
+    steps_run = []
+    step = CaptioningModule.training_step
+    monkeypatch.setattr(CaptioningModule, "training_step", lambda self, batch, i: steps_run.append(i) or step(self, batch, i))
     main(["fit", *common, "--trainer.max_epochs=2", "--ckpt_path=last"])
     resumed = torch.load(checkpoints / "last.ckpt", weights_only=True)
     assert resumed["epoch"] == 1
-    assert resumed["global_step"] == 2 * first["global_step"]  # went on from where it stopped
+    assert resumed["global_step"] == 2 * first["global_step"]
+    assert len(steps_run) == first["global_step"]  # only the second epoch ran: it went on from where it stopped
 
     main(["test", *common, f"--ckpt_path={checkpoints / 'best.ckpt'}"])
     metrics = (tmp_path / "runs" / "shapes" / "csv" / "metrics.csv").read_text()

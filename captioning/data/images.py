@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset, default_collate
@@ -190,7 +189,7 @@ def _open_regular(path: str) -> bytes:
 class ImageFolder(Dataset):
     """Image files as normalised tensors, with unreadable files reported instead of raised.
 
-    Items are dicts ``{"index", "path", "image": (3, H, W) tensor or None, "error": str or None}``;
+    Items are dicts ``{"path", "image": (3, H, W) tensor or None, "error": str or None}``;
     ``collate_images`` separates the good from the bad.
 
     Args:
@@ -219,9 +218,9 @@ class ImageFolder(Dataset):
         path = self.paths[index]
         try:
             image = self.transform(load_rgb(_open_regular(path), self.target_size, self.max_pixels))
-            return {"index": index, "path": path, "image": image, "error": None}
+            return {"path": path, "image": image, "error": None}
         except READ_ERRORS as error:
-            return {"index": index, "path": path, "image": None, "error": describe_error(error)}
+            return {"path": path, "image": None, "error": describe_error(error)}
 
     def worker_init(self, worker_id: int) -> None:
         """DataLoader ``worker_init_fn``: Pillow's limit follows ``max_pixels`` in this worker only."""
@@ -232,15 +231,14 @@ class ImageFolder(Dataset):
 def collate_images(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack the readable images; keep the unreadable ones aside with their reasons.
 
-    Returns ``{"images": (B, 3, H, W) or None, "paths": [B], "indices": (B,) long,
-    "errors": [(path, reason), ...]}`` where B counts readable images only.
+    Returns ``{"images": (B, 3, H, W) or None, "paths": [B], "errors": [(path, reason), ...]}``
+    where B counts readable images only.
     """
     good = [item for item in items if item["error"] is None]
     return {
         # default_collate stacks straight into shared memory inside a worker: no extra copy
         "images": default_collate([item["image"] for item in good]) if good else None,  # (B, 3, H, W)
         "paths": [item["path"] for item in good],
-        "indices": torch.tensor([item["index"] for item in good], dtype=torch.long),
         "errors": [(item["path"], item["error"]) for item in items if item["error"] is not None],
     }
 

@@ -387,10 +387,13 @@ class LanguageModelDataModule(L.LightningDataModule):
             )
         tokens, chars = self.spans()[split]
         if len(tokens) < 2:
-            raise ValueError(
-                f"the {split} span is empty: raise data.{'val' if split == 'validation' else split}_fraction "
-                "or turn its loop off (e.g. --trainer.limit_val_batches 0)"
-            )
+            fixes = {
+                "train": "lower data.val_fraction and data.test_fraction, or give more text",
+                "validation": "raise data.val_fraction, or turn validation off with --trainer.limit_val_batches 0",
+                "test": "raise data.test_fraction",
+            }
+            fix = f"give {h.caption_root} captions in that split" if h.caption_root else fixes[split]
+            raise ValueError(f"the {split} span of the corpus is empty: {fix}")
         ids = encode(tokens, self.vocabulary)  # (N,)
         # <bos> is given, never predicted
         targets = ids.masked_fill(ids == Vocabulary.bos_id, IGNORE_INDEX)

@@ -145,7 +145,8 @@ class CaptioningModule(L.LightningModule):
     def _log_bleu(self, split: str) -> dict[str, float]:
         scores = self.bleu[split].compute()
         self.bleu[split].reset()
-        # Every process holds the same pooled scores, so no further reduction is needed.
+        # Every process holds the same pooled scores: sync_dist averages equal values, so it changes
+        # nothing but keeps every process's logged metrics (and checkpoint monitors) in step.
         self.log_dict({f"{split}/{name}": value for name, value in scores.items()}, sync_dist=True)
         return scores
 

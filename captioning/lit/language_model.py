@@ -135,8 +135,8 @@ class LanguageModule(L.LightningModule):
         self._train_state = None  # each epoch reads the streams from their start again
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        # The previous chunk's state: its values are this chunk's context, its graph is cut off.
-        nats, count, state = self.chunk_loss(batch, detach_state(self._train_state))
+        nats, count, state = self.chunk_loss(batch, self._train_state)
+        # The next chunk starts from these values, but its gradients stop here: truncated BPTT.
         self._train_state = detach_state(state)
         loss = nats / count.clamp(min=1)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["inputs"].size(0))

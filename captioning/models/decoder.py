@@ -43,7 +43,8 @@ class Decoder(TokenRNN):
             state: initial state from ``InitialState``.
 
         Returns:
-            (B, T, V) logits; rows past their length are zeros (and are ignored by the loss).
+            (B, T, V) logits; those past a row's length are meaningless (the output bias, for the
+            fused cells) and ignored by the loss.
         """
         x = self.dropout(self.embed(tokens))  # (B, T, E)
         if isinstance(self.rnn, nn.RNNBase):
