@@ -59,13 +59,36 @@ class Decoded:
 # --- small helpers ------------------------------------------------------------------------
 
 
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    # Written so that NaN fails too.
+    "max_length": (lambda v: v >= 1, ">= 1"),
+    "min_length": (lambda v: v >= 0, ">= 0"),
+    "temperature": (lambda v: v > 0, "> 0"),
+    "top_k": (lambda v: v is None or v >= 1, ">= 1 or None"),
+    "top_p": (lambda v: v is None or 0 < v <= 1, "in (0, 1] or None"),
+    "beam_size": (lambda v: v >= 1, ">= 1"),
+    "length_penalty": (math.isfinite, "finite"),
+    "no_repeat_ngram_size": (lambda v: v >= 0, ">= 0"),
+}
+
+
+def check_options(**options: Any) -> None:
+    """Raise ``ValueError`` naming the first decoding option out of its range.
+
+    The strategies call it on their own arguments; command lines call it before loading a
+    model, so a bad flag fails at once. Names it does not know are left to the strategy.
+    """
+    for name, value in options.items():
+        if name in _RULES and not _RULES[name][0](value):
+            raise ValueError(f"{name} must be {_RULES[name][1]}, got {value!r}")
+    if options.get("min_length", 0) > options.get("max_length", math.inf):
+        raise ValueError(f"min_length must be <= max_length={options['max_length']}, got {options['min_length']}")
+
+
 def _check_common(start_tokens: Tensor, max_length: int, min_length: int) -> None:
     if start_tokens.dim() != 1:
         raise ValueError(f"start_tokens must have shape (B,), got {tuple(start_tokens.shape)}")
-    if max_length < 1:
-        raise ValueError(f"max_length must be >= 1, got {max_length}")
-    if not 0 <= min_length <= max_length:
-        raise ValueError(f"min_length must be in [0, max_length={max_length}], got {min_length}")
+    check_options(max_length=max_length, min_length=min_length)
 
 
 def _map_state(state: State, fn: Callable[[Tensor], Tensor]) -> State:
@@ -232,12 +255,7 @@ def sample(
         generator: random source for ``torch.multinomial``.
     """
     _check_common(start_tokens, max_length, min_length)
-    if not temperature > 0:  # written so that NaN fails too
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+    check_options(temperature=temperature, top_k=top_k, top_p=top_p)
 
     def pick(logp: Tensor) -> Tensor:
         # log_softmax only shifts each row, so logp / temperature has the same softmax as
@@ -299,12 +317,7 @@ def beam_search(
             (n = 1: no token twice); 0 allows repeats.
     """
     _check_common(start_tokens, max_length, min_length)
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    if not math.isfinite(length_penalty):
-        raise ValueError(f"length_penalty must be finite, got {length_penalty}")
-    if no_repeat_ngram_size < 0:
-        raise ValueError(f"no_repeat_ngram_size must be >= 0, got {no_repeat_ngram_size}")
+    check_options(beam_size=beam_size, length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
 
     batch, k = start_tokens.size(0), beam_size
     n = batch * k
@@ -374,6 +387,36 @@ STRATEGIES: dict[str, Callable[..., Decoded]] = {
     "beam": beam_search,
 }
 """Names accepted by :func:`decode`."""
+
+
+def decoding_options(
+    strategy: str,
+    beam_size: int = 3,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    length_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
+    max_length: int | None = None,
+    min_length: int = 0,
+) -> dict:
+    """The options of ``strategy`` only, from the flat set a command line offers.
+
+    The strategies reject options they do not take (``beam_size`` for greedy); a command line
+    has all of them with defaults, so this picks the relevant ones, and checks their values
+    before any model is loaded.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    options: dict[str, Any] = {"min_length": min_length}
+    if max_length is not None:
+        options["max_length"] = max_length
+    if strategy == "sample":
+        options.update(temperature=temperature, top_k=top_k, top_p=top_p)
+    elif strategy == "beam":
+        options.update(beam_size=beam_size, length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
+    check_options(**options)
+    return options
 
 
 def decode(

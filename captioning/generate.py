@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from captioning.decoding import decoding_options
 from captioning.lit.language_model import load_language_model
 
 
@@ -13,6 +14,8 @@ def generate(
     top_k: int | None = None,
     top_p: float | None = None,
     beam_size: int = 3,
+    length_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
     max_tokens: int = 200,
     seed: int = 0,
     device: str = "cpu",
@@ -28,18 +31,16 @@ def generate(
         top_k: Sample among the k most probable tokens only (``sample``).
         top_p: Sample from the smallest set of tokens holding this probability (``sample``).
         beam_size: Beams (``beam``).
+        length_penalty: Beam score = log-prob / length ** length_penalty (``beam``).
+        no_repeat_ngram_size: Forbid repeating any n-gram of this size (``beam``; 0: allowed).
         max_tokens: Tokens to generate (characters at char level, words and punctuation at word level).
         seed: Random seed: the same checkpoint, prompt, options and seed give the same text.
         device: Where to run (``cpu``, ``cuda``, ...).
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    options = decoding_options(strategy, beam_size, temperature, top_k, top_p, length_penalty, no_repeat_ngram_size)
     module = load_language_model(checkpoint, map_location=device)
-    options: dict = {}
-    if strategy == "sample":
-        options = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
-    elif strategy == "beam":
-        options = {"beam_size": beam_size}
     text = module.generate(prompt, strategy, max_tokens, seed=seed, **options)
     print(text)
     return text

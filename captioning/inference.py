@@ -27,41 +27,13 @@ from torch import Tensor
 from torchvision.transforms.functional import to_pil_image
 
 from captioning.data.images import DEFAULT_MAX_PIXELS, load_rgb, to_rgb
-from captioning.decoding import STRATEGIES, Decoded
+from captioning.decoding import Decoded
 from captioning.lit.captioner import CaptioningModule, load_captioner
 from captioning.models.encoder import build_transform
 
 ImageInput = str | os.PathLike | Image.Image | Tensor
 """A path, a PIL image, or an image tensor (C, H, W) with C in {1, 3, 4}: uint8 in 0-255 or float
 in 0-1, not normalised (what ``torchvision.io.decode_image`` or ``ToTensor`` give)."""
-
-
-def decoding_options(
-    strategy: str,
-    beam_size: int = 3,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    length_penalty: float = 1.0,
-    no_repeat_ngram_size: int = 0,
-    max_length: int | None = None,
-    min_length: int = 0,
-) -> dict:
-    """The options of ``strategy`` only, from the flat set a command line offers.
-
-    ``captioning.decoding`` rejects options a strategy does not take (``beam_size`` for greedy);
-    a command line has all of them with defaults, so this picks the relevant ones.
-    """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    options: dict = {"min_length": min_length}
-    if max_length is not None:
-        options["max_length"] = max_length
-    if strategy == "sample":
-        options.update(temperature=temperature, top_k=top_k, top_p=top_p)
-    elif strategy == "beam":
-        options.update(beam_size=beam_size, length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
-    return options
 
 
 class Captioner:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captioning.decoding import Decoded, beam_search, decode, greedy, sample
+from captioning.decoding import Decoded, beam_search, decode, decoding_options, greedy, sample
 
 PAD, BOS, EOS = 0, 1, 2
 
@@ -509,3 +509,18 @@ def test_unknown_strategy_lists_the_valid_ones():
             pad_id=PAD,
             max_length=3,
         )
+
+
+def test_decoding_options_keeps_only_those_of_the_strategy():
+    assert decoding_options("greedy", beam_size=5, temperature=0.5) == {"min_length": 0}
+    assert decoding_options("beam", beam_size=5, max_length=9) == {
+        "min_length": 0, "max_length": 9, "beam_size": 5, "length_penalty": 1.0, "no_repeat_ngram_size": 0,
+    }  # fmt: skip
+    assert decoding_options("sample", top_k=4)["top_k"] == 4
+    with pytest.raises(ValueError, match="strategy"):
+        decoding_options("nucleus")
+    with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
+        decoding_options("sample", temperature=0)
+    with pytest.raises(ValueError, match="beam_size must be >= 1"):
+        decoding_options("beam", beam_size=0)
+    assert decoding_options("greedy", temperature=0) == {"min_length": 0}  # not an option of greedy

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from captioning.inference import Captioner, decoding_options
+from captioning.inference import Captioner
 
 
 @pytest.fixture(scope="module")
@@ -62,16 +62,6 @@ def test_decoding_strategies_and_options_pass_through(captioner, pictures):
         captioner.caption(pictures, strategy="greedy", beam_size=3)  # not an option of greedy
     with pytest.raises(ValueError, match="temperature"):
         captioner.caption(pictures, strategy="sample", temperature=0)
-
-
-def test_decoding_options_keeps_only_those_of_the_strategy():
-    assert decoding_options("greedy", beam_size=5, temperature=0.5) == {"min_length": 0}
-    assert decoding_options("beam", beam_size=5, max_length=9) == {
-        "min_length": 0, "max_length": 9, "beam_size": 5, "length_penalty": 1.0, "no_repeat_ngram_size": 0,
-    }  # fmt: skip
-    assert decoding_options("sample", top_k=4)["top_k"] == 4
-    with pytest.raises(ValueError, match="strategy"):
-        decoding_options("nucleus")
 
 
 def test_bad_inputs_are_refused_with_a_clear_error(captioner):
