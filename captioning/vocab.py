@@ -60,6 +60,11 @@ class Vocabulary:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Vocabulary) and self.tokens == other.tokens
 
+    def require_same(self, saved: Sequence[str] | None, fix: str) -> None:
+        """Refuse a checkpoint saved with another vocabulary: its ids would mean other words."""
+        if saved is not None and list(saved) != self.tokens:
+            raise ValueError(f"the checkpoint's vocabulary ({len(saved)} tokens) differs from this model's ({len(self)}): {fix}")
+
     def encode(self, text: str) -> list[int]:
         """``<bos> w1 .. wn <eos>`` as ids; unknown words map to ``<unk>``."""
         ids = [self._index.get(token, self.unk_id) for token in tokenize(text)]

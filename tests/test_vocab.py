@@ -30,3 +30,13 @@ def test_save_load_round_trip(tmp_path):
 def test_rejects_vocabulary_without_specials():
     with pytest.raises(ValueError, match="specials"):
         Vocabulary(["a", "b"])
+
+
+def test_require_same_accepts_only_the_identical_token_list():
+    vocab = Vocabulary.build(["a red circle", "a blue square"])
+    vocab.require_same(list(vocab.tokens), "unused")
+    vocab.require_same(None, "unused")  # an old checkpoint without a vocabulary: nothing to compare
+    with pytest.raises(ValueError, match=r"\(10 tokens\) differs from this model's \(9\): retrain"):
+        vocab.require_same([*vocab.tokens, "zebra"], "retrain")
+    with pytest.raises(ValueError, match="differs"):
+        vocab.require_same(list(reversed(vocab.tokens)), "retrain")

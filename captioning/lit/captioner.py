@@ -17,6 +17,7 @@ from torch import Tensor
 
 from captioning import decoding
 from captioning.checkpoints import read_checkpoint
+from captioning.lit.schedule import warmup_cosine
 from captioning.lit.tracking import log_grad_norm
 from captioning.metrics import CorpusBLEU
 from captioning.models.decoder import Decoder, State
@@ -202,21 +203,17 @@ class CaptioningModule(L.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = max(1, int(self.hparams.warmup_fraction * total))
 
-        def warmup_then_cosine(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+        def factor(step: int) -> float:
+            return warmup_cosine(step, warmup, (step - warmup) / max(1, total - warmup))
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_cosine)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = checkpoint["hyper_parameters"].get("vocab_tokens")
-        if saved is not None and list(saved) != self.vocab.tokens:
-            raise ValueError(
-                f"the checkpoint's vocabulary ({len(saved)} tokens) differs from this model's ({len(self.vocab)}): "
-                "load it with CaptioningModule.load_from_checkpoint or use the data set it was trained on"
-            )
+        self.vocab.require_same(
+            checkpoint["hyper_parameters"].get("vocab_tokens"),
+            "load it with load_captioner, or train on the data set it was trained on",
+        )
 
 
 def load_captioner(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> CaptioningModule:

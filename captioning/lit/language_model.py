@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from captioning import decoding
 from captioning.checkpoints import read_checkpoint
 from captioning.data.text import IGNORE_INDEX, LEVELS, detokenize, word_tokens
+from captioning.lit.schedule import warmup_cosine
 from captioning.lit.tracking import log_grad_norm
 from captioning.models.language_model import RNNLanguageModel, State, detach_state
 from captioning.vocab import SPECIALS, Vocabulary
@@ -226,13 +227,9 @@ class LanguageModule(L.LightningModule):
     def lr_factor(self) -> float:
         """Multiplier of ``lr`` for the coming optimizer step."""
         h = self.hparams
-        if self.global_step < h.warmup_steps:
-            return (self.global_step + 1) / h.warmup_steps
         if h.schedule == "constant":
-            return 1.0
-        return h.min_lr_ratio + (1 - h.min_lr_ratio) * 0.5 * (
-            1 + math.cos(math.pi * self._progress())
-        )
+            return warmup_cosine(self.global_step, h.warmup_steps, progress=0.0)
+        return warmup_cosine(self.global_step, h.warmup_steps, self._progress(), floor=h.min_lr_ratio)
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         lr = self.hparams.lr * self.lr_factor()
@@ -244,12 +241,10 @@ class LanguageModule(L.LightningModule):
         self.log("train/lr", optimizer.param_groups[0]["lr"], batch_size=1)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = checkpoint["hyper_parameters"].get("vocab_tokens")
-        if saved is not None and list(saved) != self.vocab.tokens:
-            raise ValueError(
-                f"the checkpoint's vocabulary ({len(saved)} tokens) differs from this model's ({len(self.vocab)}): "
-                "load it with load_language_model, or train on the corpus it was trained on"
-            )
+        self.vocab.require_same(
+            checkpoint["hyper_parameters"].get("vocab_tokens"),
+            "load it with load_language_model, or train on the corpus it was trained on",
+        )
 
     # -- generation ----------------------------------------------------------------------------
 
