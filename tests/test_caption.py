@@ -16,9 +16,10 @@ import pytest
 from PIL import Image
 from test_images import plant_bad_files  # tests/ is on sys.path (rootdir-relative imports)
 
-from captioning.caption import CaptionFile, ErrorLog, caption, merge_parts, part_path, repair_tail
+from captioning.caption import caption
 from captioning.cli import main as cli_main
 from captioning.gallery import write_gallery
+from captioning.records import CaptionFile, ErrorLog, merge_parts, part_path, repair_tail
 
 QUIET = {"progress": False, "num_workers": 0}
 

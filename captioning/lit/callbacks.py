@@ -12,7 +12,7 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 from tqdm import tqdm
 
-from captioning.caption import CaptionFile, ErrorLog, merge_parts, part_path
+from captioning.records import CaptionFile, ErrorLog, merge_parts, part_path
 
 
 class CaptionWriter(BasePredictionWriter):
