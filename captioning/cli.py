@@ -12,7 +12,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from jsonargparse import auto_cli
+import torch
+from jsonargparse import Namespace, auto_cli
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from captioning.data.captions import CaptionDataModule
@@ -28,7 +29,36 @@ class LogConfigCallback(SaveConfigCallback):
             logger.log_hyperparams({"config": json.loads(config)})
 
 
-class CaptioningCLI(LightningCLI):
+class ProjectCLI(LightningCLI):
+    """What the captioner's and the language model's commands share.
+
+    ``--num_threads``, and run logs that survive: ``validate``, ``test`` and a ``fit`` resumed
+    with ``--ckpt_path`` append to the run's ``metrics.csv`` (``captioning.lit.tracking.CSVLogger``)
+    instead of replacing it.
+    """
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--num_threads",
+            type=int,
+            default=0,
+            help="CPU threads for torch (0: torch's default, one per core). On a machine whose cores are "
+            "busy with other work, 1 can be much faster than 2: a recurrent net runs many tiny parallel "
+            "regions per step, and each waits for its slowest thread.",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("num_threads", 0) > 0:
+            torch.set_num_threads(config.num_threads)
+        if self.subcommand in ("validate", "test") or config.get("ckpt_path"):
+            loggers = config.trainer.logger if isinstance(config.trainer.logger, list) else [config.trainer.logger]
+            for logger in loggers:
+                if isinstance(logger, Namespace) and logger.get("class_path") == "captioning.lit.tracking.CSVLogger":
+                    logger.init_args.continue_log = True
+
+
+class CaptioningCLI(ProjectCLI):
     """LightningCLI with the encoder settings shared between the model and the data."""
 
     def after_fit(self) -> None:
@@ -41,6 +71,7 @@ class CaptioningCLI(LightningCLI):
             print(f"report: {report(str(run_dir))}")
 
     def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
         for name in ("backbone", "pretrained", "image_size", "spatial_grid"):
             parser.link_arguments(f"model.{name}", f"data.{name}")
         parser.link_arguments("model.trainable_blocks", "data.cache_features", compute_fn=lambda blocks: blocks == 0)

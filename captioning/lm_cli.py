@@ -15,32 +15,18 @@ from __future__ import annotations
 
 import sys
 
-import torch
-from lightning.pytorch.cli import LightningCLI
-
+from captioning.cli import ProjectCLI
 from captioning.data.text import LanguageModelDataModule
 from captioning.lit.language_model import LanguageModule
 
 
-class LanguageModelCLI(LightningCLI):
+class LanguageModelCLI(ProjectCLI):
     """LightningCLI with the vocabulary and tokenisation level handed from the data to the model."""
 
     def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
         parser.link_arguments("data.level", "model.level")
         parser.link_arguments("data.vocab_tokens", "model.vocab_tokens", apply_on="instantiate")
-        parser.add_argument(
-            "--num_threads",
-            type=int,
-            default=0,
-            help="CPU threads for torch (0: torch's default, one per core). On a machine whose cores are "
-            "busy with other work, 1 can be much faster than 2: a recurrent net runs many tiny parallel "
-            "regions per step, and each waits for its slowest thread.",
-        )
-
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        if config.get("num_threads", 0) > 0:
-            torch.set_num_threads(config.num_threads)
 
 
 def lm_main(args: list[str] | None = None, run: bool = True) -> LanguageModelCLI:

@@ -34,15 +34,19 @@ PANELS = [
 
 
 def read_metrics(path: Path) -> dict[str, list[tuple[float, float, float]]]:
-    """metric -> [(step, epoch, value)] from a Lightning CSV log (one row per logging call)."""
-    series: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    """metric -> [(step, epoch, value)] by step, from a Lightning CSV log (one row per logging call).
+
+    A resumed run logs again the steps between its checkpoint and the interruption: the later
+    value of a metric at a step wins.
+    """
+    latest: dict[str, dict[float, tuple[float, float, float]]] = defaultdict(dict)
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
             step, epoch = float(row.get("step") or 0), float(row.get("epoch") or 0)
             for key, value in row.items():
                 if key not in ("step", "epoch") and value not in ("", None):
-                    series[key].append((step, epoch, float(value)))
-    return series
+                    latest[key][step] = (step, epoch, float(value))
+    return {key: sorted(by_step.values()) for key, by_step in latest.items()}
 
 
 def _plot(series: dict, title: str, ylabel: str, keys: list[str], x_axis: str) -> str | None:

@@ -8,6 +8,7 @@ import yaml
 
 from captioning.cli import main
 from captioning.lit.captioner import CaptioningModule
+from captioning.report import read_metrics
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
@@ -57,8 +58,10 @@ def test_fit_test_and_resume_from_last(tmp_path, monkeypatch, tiny_data_kwargs, 
     assert len(steps_run) == first["global_step"]  # only the second epoch ran: it went on from where it stopped
 
     main(["test", *common, f"--ckpt_path={checkpoints / 'best.ckpt'}"])
-    metrics = (tmp_path / "runs" / "shapes" / "csv" / "metrics.csv").read_text()
-    assert "test/bleu4" in metrics
+    # One log for the run: the resumed epoch and the test scores were appended, nothing was lost.
+    metrics = read_metrics(tmp_path / "runs" / "shapes" / "csv" / "metrics.csv")
+    assert [epoch for _, epoch, _ in metrics["val/bleu4"]] == [0, 1]
+    assert len(metrics["test/bleu4"]) == 1
 
 
 def test_subcommand_flags_take_dashes_or_underscores(tmp_path):

@@ -7,6 +7,7 @@ without a prompt or a time-out, and ``wandb sync runs/<name>/wandb/offline-run-*
 
 from __future__ import annotations
 
+import csv
 import json
 import netrc
 import os
@@ -16,8 +17,10 @@ from urllib.parse import urlparse
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 from captioning.data.images import thumbnail
@@ -61,6 +64,41 @@ class WandbLogger(LightningWandbLogger):
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         project = project or os.environ.get("WANDB_PROJECT", "captioning")
         super().__init__(project=project, save_dir=save_dir, mode=resolved, **kwargs)
+
+
+class _ContinuedExperimentWriter(ExperimentWriter):
+    """Lightning's CSV writer, appending to the ``metrics.csv`` already there instead of deleting it."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = sorted(csv.DictReader(f).fieldnames or [])  # new columns rewrite the header
+
+
+class CSVLogger(LightningCSVLogger):
+    """Lightning's ``CSVLogger`` that can go on with a run's log instead of replacing it.
+
+    Lightning deletes ``metrics.csv`` whenever a logger opens a folder that has one: a resumed
+    ``fit`` would lose the epochs before the interruption, and a ``test`` the whole training log,
+    and with them the report's curves. The CLIs set ``continue_log`` for ``validate`` / ``test``
+    and for a ``fit`` resumed with ``--ckpt_path``; a new ``fit`` starts a new log.
+
+    Args:
+        continue_log: Append to an existing ``metrics.csv``.
+        **kwargs: Those of Lightning's ``CSVLogger``.
+    """
+
+    def __init__(self, *args, continue_log: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.continue_log = continue_log
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None and self.continue_log:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuedExperimentWriter(log_dir=self.log_dir)
+        return super().experiment
 
 
 def log_grad_norm(module: L.LightningModule) -> None:
@@ -120,6 +158,6 @@ class CaptionSamples(L.Callback):
 def run_directory(trainer: L.Trainer) -> Path | None:
     """The run's folder: the parent of the CSV logger's directory (``runs/<name>``)."""
     for logger in trainer.loggers:
-        if isinstance(logger, CSVLogger):
+        if isinstance(logger, LightningCSVLogger):
             return Path(logger.log_dir).parent
     return None
