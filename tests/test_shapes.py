@@ -1,6 +1,8 @@
 import hashlib
 import json
 
+import pytest
+
 from captioning.data.shapes import COLORS, HELD_OUT, SHAPES, make_shapes
 
 
@@ -36,3 +38,14 @@ def test_layout_captions_and_novel_split(shapes_root):
                 assert seen & HELD_OUT, row
             else:
                 assert not seen & HELD_OUT, row
+
+
+def test_an_existing_shapes_set_is_replaced_but_other_files_are_never_deleted(tmp_path):
+    tiny = {"train": 2, "validation": 1, "test": 1, "novel": 1, "image_size": 32}
+    out = make_shapes(str(tmp_path / "shapes"), seed=0, **tiny)
+    make_shapes(str(out), seed=1, **tiny)  # a previous shapes set: replaced
+    assert sorted(p.name for p in out.iterdir()) == ["novel", "test", "train", "validation"]
+    (tmp_path / "thesis.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match=r"holds other files \(shapes, thesis.txt\)"):
+        make_shapes(str(tmp_path), seed=0, **tiny)
+    assert (tmp_path / "thesis.txt").read_text() == "precious" and (out / "train" / "metadata.jsonl").is_file()

@@ -128,6 +128,19 @@ def make_example(seed: int, split: str, index: int, image_size: int) -> tuple[Im
     return draw(objects, rng, image_size), captions_for(objects)
 
 
+def _check_replaceable(root: Path, splits: dict[str, int]) -> None:
+    """Refuse an ``--out`` that holds anything but a shapes data set: it is about to be replaced."""
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"--out {root} is a file: choose a folder")
+    others = sorted(p.name for p in root.iterdir() if p.name not in splits) if root.is_dir() else []
+    if others:
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise FileExistsError(
+            f"--out {root} holds other files ({shown}) and would be replaced: choose a new or empty folder, "
+            "e.g. --out data/shapes"
+        )
+
+
 def make_shapes(
     out: str = "data/shapes",
     seed: int = 0,
@@ -140,7 +153,8 @@ def make_shapes(
     """Generate the shapes data set in the imagefolder layout.
 
     Args:
-        out: Folder to write ``train/ validation/ test/ novel/`` into (replaced if it exists).
+        out: Folder to write ``train/ validation/ test/ novel/`` into. A shapes data set already
+            there is replaced; a folder holding anything else is refused, never deleted.
         seed: The same seed gives byte-identical files.
         train: Number of training images.
         validation: Number of validation images.
@@ -153,6 +167,7 @@ def make_shapes(
         if n < 0:
             raise ValueError(f"--{split} must be >= 0, got {n}")
     root = Path(out)
+    _check_replaceable(root, sizes)
     staging = root.with_name(root.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     with tqdm(total=sum(sizes.values()), desc="shapes", unit="img") as progress:
