@@ -182,10 +182,14 @@ def _read_errors(path: Path) -> list[tuple[str, str]]:
     return [(r["image"], r["error"]) for r in CaptionFile(path).records()] if path.is_file() else []
 
 
+def _images(count: int) -> str:
+    return f"{count} image" if count == 1 else f"{count} images"
+
+
 def _print_summary(summary: dict, shown: list[tuple[str, str]]) -> None:
     rate = f" ({summary['images_per_second']:.1f} images/s after loading the model)" if summary["images_per_second"] else ""
     lines = [
-        f"captioned {summary['captioned']} images in {summary['seconds']:.1f} s{rate}; "
+        f"captioned {_images(summary['captioned'])} in {summary['seconds']:.1f} s{rate}; "
         f"skipped {summary['skipped']} already in {summary['output']}; failed {summary['failed']}"
     ]
     if summary["not_attempted"]:
@@ -231,7 +235,8 @@ def caption(
         input: A folder, a glob pattern (quote it) or a ``.txt`` file with one image path per line.
         output: ``captions.jsonl`` or ``captions.csv``. An existing file is resumed: images it
             holds are skipped. Unreadable files are listed in ``<stem>.errors.jsonl`` beside it.
-        recursive: Include subfolders (and let ``**`` in a glob span folders): ``--recursive true``.
+        recursive: Include the subfolders of a folder ``--input``: ``--recursive true`` (a glob's ``**``
+            spans folders without it).
         batch_size: Images encoded and decoded at once.
         num_workers: Processes reading and decoding image files (0: in the main process).
         strategy: ``greedy``, ``sample`` or ``beam``.
@@ -294,5 +299,5 @@ def caption(
         summary["gallery"] = str(write_gallery(sink.records(), gallery, errors=_read_errors(errors.path), limit=gallery_limit))
     _print_summary(summary, errors.shown)
     if captioned + skipped == 0 and errors.count:
-        raise SystemExit(f"error: none of the {errors.count} images could be read; the reasons are in {errors.path}")
+        raise SystemExit(f"error: no image could be read ({_images(errors.count)} failed); the reasons are in {errors.path}")
     return summary

@@ -8,6 +8,7 @@ signatures and docstrings are their ``--help``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -107,8 +108,33 @@ def _underscore_flag(arg: str) -> str:
     return "--" + name[2:].replace("-", "_") + sep + value
 
 
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+USER_ERRORS = (ValueError, OSError)
+"""What bad input raises here (a missing file, a malformed line, an option out of range): the
+message names the file and the fix, so the command prints it alone, without a traceback."""
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
+    """``captioning ...``; ``--traceback`` anywhere shows where an error was raised."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    show_traceback = "--traceback" in args
+    if show_traceback:
+        args.remove("--traceback")
+        if argv is None:  # LightningCLI and Lightning's DDP launcher read sys.argv
+            sys.argv = [sys.argv[0], *args]
+    try:
+        _dispatch(args, None if argv is None else args)
+    except BrokenPipeError:  # `captioning caption ... | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except USER_ERRORS as error:
+        if show_traceback:
+            raise
+        sys.exit(f"error: {error}\n(rerun with --traceback to see where it was raised)")
+
+
+def _dispatch(args: list[str], argv: list[str] | None) -> None:
     if args and args[0] == "lm":  # the language model's LightningCLI: captioning lm fit --config configs/lm.yaml
         from captioning.lm_cli import lm_main
 
@@ -116,13 +142,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     commands = _commands()
     if args and args[0] in commands:
-        result = auto_cli(commands[args[0]], args=[_underscore_flag(a) for a in args[1:]], as_positional=False)
+        result = auto_cli(
+            commands[args[0]], args=[_underscore_flag(a) for a in args[1:]], as_positional=False, prog=f"captioning {args[0]}"
+        )
         if isinstance(result, Path):  # a file the command wrote
             print(result)
-    else:
-        if args and args[0] in ("-h", "--help"):
-            print(f"other subcommands: {', '.join(commands)}, lm (captioning SUBCOMMAND --help)\n")
-        lightning_main(argv)  # None: LightningCLI reads sys.argv itself
+        return
+    if args and not args[0].startswith("-") and args[0] not in LIGHTNING_SUBCOMMANDS:
+        valid = ", ".join([*LIGHTNING_SUBCOMMANDS, *commands, "lm"])
+        raise SystemExit(f"error: unknown subcommand {args[0]!r}: choose one of {valid} (captioning SUBCOMMAND --help)")
+    if args and args[0] in ("-h", "--help"):
+        print(f"other subcommands: {', '.join(commands)}, lm (captioning SUBCOMMAND --help)\n")
+    lightning_main(argv)  # None: LightningCLI reads sys.argv itself
 
 
 if __name__ == "__main__":

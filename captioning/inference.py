@@ -22,11 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
 from torchvision.transforms.functional import to_pil_image
 
-from captioning.data.images import DEFAULT_MAX_PIXELS, load_rgb, to_rgb
+from captioning.data.images import DEFAULT_MAX_PIXELS, READ_ERRORS, describe_error, load_rgb, to_rgb
 from captioning.decoding import Decoded
 from captioning.lit.captioner import CaptioningModule, load_captioner
 from captioning.models.encoder import build_transform
@@ -68,9 +68,12 @@ class Captioner:
     def to_picture(self, image: ImageInput) -> Image.Image:
         """Any accepted input -> upright RGB PIL image."""
         if isinstance(image, (str, os.PathLike)):
-            return load_rgb(Path(image).read_bytes(), self.image_size, self.max_pixels)
+            try:
+                return load_rgb(Path(image).read_bytes(), self.image_size, self.max_pixels)
+            except READ_ERRORS as error:
+                raise ValueError(f"cannot read {os.fspath(image)}: {describe_error(error)}") from error
         if isinstance(image, Image.Image):
-            return to_rgb(image)
+            return to_rgb(ImageOps.exif_transpose(image))  # as a file by path: upright
         if isinstance(image, Tensor):
             if image.dim() != 3 or image.size(0) not in (1, 3, 4):
                 raise ValueError(f"an image tensor must be (C, H, W) with C in 1, 3, 4; got {tuple(image.shape)}")

@@ -71,3 +71,15 @@ def test_subcommand_flags_take_dashes_or_underscores(tmp_path):
 
     assert Image.open(tmp_path / "a" / "train" / "00000.png").size == (32, 32)
     assert (tmp_path / "a" / "train" / "00000.png").read_bytes() == (tmp_path / "b" / "train" / "00000.png").read_bytes()
+
+
+def test_bad_input_prints_one_error_line_and_traceback_on_request(tmp_path, capsys):
+    command = ["caption", "--checkpoint", str(tmp_path / "none.ckpt"), "--input", str(tmp_path), "--output", str(tmp_path / "c.jsonl")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(command)
+    assert str(exit_info.value.code).startswith(f"error: checkpoint {tmp_path / 'none.ckpt'} not found: train a captioner")
+    with pytest.raises(FileNotFoundError):
+        main([*command, "--traceback"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["captoin"])
+    assert "unknown subcommand 'captoin'" in exit_info.value.code and "caption," in exit_info.value.code

@@ -169,5 +169,5 @@ def test_test_stage_reads_only_the_test_split(tiny_data_kwargs, tmp_path):
 def test_unreadable_training_image_names_the_file(shapes_root, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
-    with pytest.raises(RuntimeError, match="broken.png"):
+    with pytest.raises(ValueError, match="broken.png"):
         load_or_compute(tmp_path, "t", [str(bad)], "mobilenet_v2", True, 64, 1, num_workers=0)

@@ -89,7 +89,7 @@ def test_missing_weights_without_network_say_what_to_do(tmp_path, monkeypatch):
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path))
     try:
-        with pytest.raises(RuntimeError, match="--model.pretrained false") as error:
+        with pytest.raises(FileNotFoundError, match="--model.pretrained false") as error:
             ensure_weights_cached(default_weights("resnet18"))
         assert "resnet18-f37072fd.pth" in str(error.value)
     finally:

@@ -229,7 +229,12 @@ def test_list_images_from_folder_glob_and_list_file(tmp_path):
     assert list_images(tmp_path) == top
     assert list_images(tmp_path, recursive=True) == [*top, str(tmp_path / "sub/c.webp"), str(tmp_path / "sub/d.tiff")]
     assert list_images(str(tmp_path / "*.png")) == [str(tmp_path / "a.png")]
-    assert list_images(str(tmp_path / "**" / "*.webp"), recursive=True) == [str(tmp_path / "sub/c.webp")]
+    (tmp_path / "sub" / "deeper").mkdir()
+    (tmp_path / "sub" / "deeper" / "e.png").write_bytes(b"x")
+    # ** means any depth, the top folder included, with or without --recursive
+    assert list_images(str(tmp_path / "**" / "*.png")) == [str(tmp_path / "a.png"), str(tmp_path / "sub/deeper/e.png")]
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")  # a symlink loop is listed, to fail when read
+    assert str(tmp_path / "loop.jpg") in list_images(tmp_path)
     listing = tmp_path / "list.txt"
     listing.write_text(f"# my photos\nsub/d.tiff\n\n{tmp_path / 'a.png'}\nsub/d.tiff\n")
     assert list_images(listing) == [str(tmp_path / "sub/d.tiff"), str(tmp_path / "a.png")]

@@ -46,6 +46,10 @@ def test_input_modes_and_orientation_are_normalised(captioner, pictures, tmp_pat
     exif[0x0112] = 8  # viewers rotate 90 degrees clockwise... of the stored pixels, 270 counter-clockwise
     image.convert("RGB").rotate(-90, expand=True).save(tmp_path / "sideways.png", exif=exif)
     assert captioner.to_picture(tmp_path / "sideways.png").tobytes() == image.convert("RGB").tobytes()
+    assert captioner.to_picture(Image.open(tmp_path / "sideways.png")).tobytes() == image.convert("RGB").tobytes()
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="cannot read .*empty.jpg: UnidentifiedImageError"):
+        captioner.caption(tmp_path / "empty.jpg")
 
 
 def test_decoding_strategies_and_options_pass_through(captioner, pictures):

@@ -42,6 +42,9 @@ _FLICKR8K_CAPTIONS = ("captions.txt", "Flickr8k.token.txt")
 
 
 def detect_format(root: Path) -> str:
+    make = f"`captioning make-shapes --out {root}` makes the default data there"
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.root {root} does not exist: point --data.root at your data set, or {make}")
     if any((root / name).is_file() for name in _FLICKR8K_CAPTIONS):
         return "flickr8k"
     if any(root.glob("dataset_*.json")):
@@ -50,8 +53,7 @@ def detect_format(root: Path) -> str:
         return "imagefolder"
     raise FileNotFoundError(
         f"{root} holds no captioned images: expected */metadata.jsonl (imagefolder), dataset_*.json "
-        f"(Karpathy splits) or captions.txt / Flickr8k.token.txt (Flickr8k). "
-        f"For the default data run `captioning make-shapes --out {root}`."
+        f"(Karpathy splits) or captions.txt / Flickr8k.token.txt (Flickr8k); or {make}"
     )
 
 

@@ -67,7 +67,7 @@ class ImageFiles(Dataset):
             image = load_rgb(source, self.image_size)
         except (OSError, ValueError, Image.DecompressionBombError) as error:
             name = "embedded image" if isinstance(source, bytes) else os.fspath(source)
-            raise RuntimeError(f"cannot read {name} ({error}): fix or remove the file from the data set") from error
+            raise ValueError(f"cannot read {name} ({error}): fix or remove the file from the data set") from error
         return self.transform(image)
 
 

@@ -57,7 +57,7 @@ def _check_pixels(size: tuple[int, int], max_pixels: int | None) -> None:
     if max_pixels is not None and width * height > max_pixels:
         raise Image.DecompressionBombError(
             f"{width}x{height} = {width * height} pixels is over the limit of {max_pixels} "
-            "(a possible decompression bomb; raise max_pixels to read it)"
+            "(a possible decompression bomb; raise --max-pixels to read it)"
         )
 
 
@@ -128,6 +128,14 @@ def describe_error(error: BaseException) -> str:
 # --- listing inputs ---------------------------------------------------------------------------
 
 
+def _is_folder(entry: os.DirEntry) -> bool:
+    """A symlink loop or a dangling link is not a folder: it stays, to be reported when read."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 def _is_image_name(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
@@ -141,7 +149,7 @@ def list_images(source: str | os.PathLike, recursive: bool = False) -> list[str]
       with ``recursive``;
     - a ``.txt`` file: one path per line (relative ones are relative to the list's folder;
       blank lines and lines starting with ``#`` are skipped), taken whatever their extension;
-    - a glob pattern (``photos/*.jpg``; ``**`` spans folders with ``recursive``).
+    - a glob pattern (``photos/*.jpg``; ``photos/**/*.jpg`` spans folders, ``photos`` included).
 
     Entries that are not readable regular files (broken links, fifos, unreadable files) are
     kept: reading them fails later with a reason, so they are reported instead of vanishing.
@@ -151,7 +159,7 @@ def list_images(source: str | os.PathLike, recursive: bool = False) -> list[str]
         if recursive:
             paths = [os.path.join(root, name) for root, _, names in os.walk(text) for name in names]
         else:
-            paths = [entry.path for entry in os.scandir(text) if not entry.is_dir()]
+            paths = [entry.path for entry in os.scandir(text) if not _is_folder(entry)]
         return sorted({p for p in paths if _is_image_name(p)})
     if text.lower().endswith(".txt") and os.path.isfile(text):
         base = os.path.dirname(text)
@@ -160,7 +168,7 @@ def list_images(source: str | os.PathLike, recursive: bool = False) -> list[str]
         paths = [name if os.path.isabs(name) else os.path.join(base, name) for name in names if name and not name.startswith("#")]
         return list(dict.fromkeys(paths))  # keep the list's order, drop repeats
     if glob.has_magic(text):
-        matches = glob.glob(text, recursive=recursive)
+        matches = glob.glob(text, recursive=True)  # whoever writes ** means any depth
         return sorted({p for p in matches if not os.path.isdir(p) and _is_image_name(p)})
     if os.path.lexists(text):
         return [text]  # a single file

@@ -59,7 +59,7 @@ def ensure_weights_cached(weights: models.WeightsEnum) -> Path:
     if has_shipped:
         with importlib.resources.as_file(shipped) as source:
             if not _sha256(source).startswith(expected_prefix):
-                raise RuntimeError(f"{source} does not match the hash {expected_prefix} of {name}: reinstall {_OFFLINE_PACKAGE}")
+                raise ValueError(f"{source} does not match the hash {expected_prefix} of {name}: reinstall {_OFFLINE_PACKAGE}")
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_suffix(".partial")
             shutil.copyfile(source, partial)
@@ -68,7 +68,7 @@ def ensure_weights_cached(weights: models.WeightsEnum) -> Path:
     try:
         torch.hub.load_state_dict_from_url(weights.url, check_hash=True, progress=True)
     except OSError as error:  # no network (URLError is an OSError), or a refused download
-        raise RuntimeError(
+        raise FileNotFoundError(
             f"pretrained weights for {weights} are not in the torch hub cache and could not be downloaded "
             f"({error}). Place {name} (from {weights.url}) at {target}, or train from scratch with "
             f"--model.pretrained false."
