@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from captioning.checkpoints import read_checkpoint
+from captioning.checkpoints import read_checkpoint, sha256_file
 from captioning.data.images import (
     DEFAULT_MAX_PIXELS,
     ImageFolder,
@@ -43,6 +43,7 @@ from captioning.inference import Captioner
 from captioning.records import (
     CaptionFile,
     ErrorLog,
+    claim_output,
     errors_path,
     image_key,
     make_records,
@@ -182,6 +183,16 @@ def _read_errors(path: Path) -> list[tuple[str, str]]:
     return [(r["image"], r["error"]) for r in CaptionFile(path).records()] if path.is_file() else []
 
 
+def _settings(run: dict) -> dict:
+    """What decides the captions of a run: a resumed output must be made with the same."""
+    return {
+        "checkpoint_sha256": sha256_file(run["checkpoint"]),
+        "strategy": run["strategy"],
+        "options": run["options"],
+        "seed": run["seed"] if run["strategy"] == "sample" else None,
+    }
+
+
 def _images(count: int) -> str:
     return f"{count} image" if count == 1 else f"{count} images"
 
@@ -269,6 +280,7 @@ def caption(
     if not paths:
         raise SystemExit(f"error: no images found at --input {input} (extensions: jpg jpeg png webp bmp gif tif tiff)")
     if not _is_launched_child():  # only the first process tidies the output before captioning
+        claim_output(output, _settings(run))
         repair_tail(sink.path)
         errors.path.unlink(missing_ok=True)  # failures are retried; this run lists its own
         merge_parts(output, None, sink.keys())  # parts of a killed multi-process run

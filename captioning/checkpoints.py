@@ -7,6 +7,7 @@ apart by a hyperparameter only one of them has.
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from pathlib import Path
 from typing import Literal
@@ -49,3 +50,12 @@ def read_checkpoint(path: str | Path, kind: Kind, map_location: str | torch.devi
         use = f"it is a {others[0]} checkpoint, for `{_KINDS[others[0]][2]}`" if others else "it was not written by this project"
         raise ValueError(f"{path} is not a {kind} checkpoint: {use}")
     return checkpoint
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks: what weights and checkpoints are identified by."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -196,3 +196,32 @@ def merge_parts(output: str | os.PathLike, errors: ErrorLog | None, done: set[st
     for part in [*parts, *error_parts]:
         part.unlink()
     return added
+
+
+def settings_path(output: str | os.PathLike) -> Path:
+    """``captions.jsonl`` -> ``captions.run.json``: what made the captions in the output."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.run.json")
+
+
+def claim_output(output: str | os.PathLike, settings: dict) -> None:
+    """Tie ``output`` to the ``settings`` its captions are made with (checkpoint, decoding).
+
+    Resuming skips the images already in the output, so a rerun with another checkpoint or
+    strategy would silently keep the old captions next to new ones. It is refused instead,
+    naming what changed. An output without a settings file (or a new one) is claimed.
+    """
+    path = settings_path(output)
+    if Path(output).is_file() and path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        keys = sorted(settings.keys() | saved.keys())
+        changed = [f"{key} {saved.get(key)!r} -> {settings.get(key)!r}" for key in keys if saved.get(key) != settings.get(key)]
+        if changed:
+            raise ValueError(
+                f"{output} holds captions made with other settings ({'; '.join(changed)}): choose another --output, "
+                f"or delete it and {path.name} to start over"
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+    os.replace(partial, path)

