@@ -38,7 +38,7 @@ from captioning.data.images import (
     list_images,
     pixel_limit,
 )
-from captioning.decoding import decoding_options
+from captioning.decoding import decoding_options, row_generators
 from captioning.inference import Captioner
 from captioning.records import (
     CaptionFile,
@@ -57,9 +57,15 @@ def _is_launched_child() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
 
 
-def caption_batch(model, images: torch.Tensor, paths: list[str], run: dict, generator: torch.Generator | None) -> list[dict]:
-    """Records for a batch of (B, 3, H, W) normalised images of ``model`` (a ``CaptioningModule``)."""
-    options = dict(run["options"], generator=generator) if generator is not None else run["options"]
+def caption_batch(model, images: torch.Tensor, paths: list[str], run: dict) -> list[dict]:
+    """Records for a batch of (B, 3, H, W) normalised images of ``model`` (a ``CaptioningModule``).
+
+    ``sample`` draws each image's caption from a stream seeded by the run's seed and the image's
+    path, so it is the same in any batch, on any process, before or after a resume.
+    """
+    options = run["options"]
+    if run["strategy"] == "sample":
+        options = dict(options, generator=row_generators(run["seed"], paths, images.device))
     decoded = model.generate(images, strategy=run["strategy"], **options)
     return make_records(paths, model.captions(decoded), decoded.log_probs)
 
@@ -115,14 +121,9 @@ class PredictCaptions(L.LightningModule):
         super().__init__()
         self.model = model.eval()
         self.run = run
-        self.generator: torch.Generator | None = None
-
-    def on_predict_start(self) -> None:
-        if self.run["strategy"] == "sample":  # each process draws its own numbers
-            self.generator = torch.Generator(self.device).manual_seed(self.run["seed"] + self.global_rank)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        records = [] if batch["images"] is None else caption_batch(self.model, batch["images"], batch["paths"], self.run, self.generator)
+        records = [] if batch["images"] is None else caption_batch(self.model, batch["images"], batch["paths"], self.run)
         return {"records": records, "errors": batch["errors"]}
 
 
@@ -136,14 +137,13 @@ def _caption_local(pending: list[str], sink: CaptionFile, errors: ErrorLog, run:
     device = _local_device(run["accelerator"])
     captioner = Captioner.from_checkpoint(run["checkpoint"], device=device, max_pixels=run["max_pixels"])
     loader = image_loader(pending, captioner.transform, captioner.image_size, run, pin_memory=device.type == "cuda")
-    generator = torch.Generator(device).manual_seed(run["seed"]) if run["strategy"] == "sample" else None
     captioned, start = 0, time.perf_counter()
     with tqdm(total=len(pending), desc="caption", unit="img", disable=not run["progress"], dynamic_ncols=True) as bar:
         for batch in loader:
             errors.append(batch["errors"])
             if batch["images"] is not None:
                 images = batch["images"].to(device, non_blocking=True)
-                records = caption_batch(captioner.model, images, batch["paths"], run, generator)
+                records = caption_batch(captioner.model, images, batch["paths"], run)
                 sink.append(records)
                 captioned += len(records)
             bar.update(len(batch["paths"]) + len(batch["errors"]))

@@ -25,8 +25,9 @@ All public functions run under ``torch.inference_mode()``: the returned tensors 
 tensors and carry no autograd history.
 """
 
+import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,7 +238,7 @@ def sample(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> Decoded:
     """Draw each token at random, for diverse captions and text.
 
@@ -245,17 +246,23 @@ def sample(
     probable tokens, then to the nucleus of mass ``top_p`` (in that order, as in Hugging Face
     ``generate``). ``temperature`` 1 samples the model's own distribution, below 1 sharpens it
     (towards greedy), above 1 flattens it. Pass a seeded ``generator`` (on the logits' device)
-    to reproduce a draw; ``None`` uses the global RNG.
+    to reproduce a draw; ``None`` uses the global RNG. A sequence of B generators gives each row
+    its own random stream: a row's tokens then depend on its own seed only, not on which other
+    rows share its batch, so captions are the same whatever the batch size, the number of
+    processes, or where an interrupted run resumed.
 
     Args are those of :func:`greedy`, plus:
         temperature: > 0; divides the logits before the softmax.
         top_k: >= 1, or None for no cut; sample only among the k most probable tokens.
         top_p: in (0, 1], or None for no cut; sample only from the smallest set of most
             probable tokens whose probability reaches top_p.
-        generator: random source for ``torch.multinomial``.
+        generator: random source for ``torch.multinomial``, or one per row.
     """
     _check_common(start_tokens, max_length, min_length)
     check_options(temperature=temperature, top_k=top_k, top_p=top_p)
+    per_row = generator is not None and not isinstance(generator, torch.Generator)
+    if per_row and len(generator) != start_tokens.size(0):
+        raise ValueError(f"generator: one per row was given, {len(generator)} for {start_tokens.size(0)} rows")
 
     def pick(logp: Tensor) -> Tensor:
         # log_softmax only shifts each row, so logp / temperature has the same softmax as
@@ -265,7 +272,10 @@ def sample(
             scores = _filter_top_k(scores, top_k)
         if top_p is not None and top_p < 1:
             scores = _filter_top_p(scores, top_p)
-        return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(1)
+        probs = scores.softmax(dim=-1)
+        if per_row:  # every row draws once per step from its own stream, finished or not
+            return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generator, strict=True)])
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
     return _run(
         step,
@@ -387,6 +397,16 @@ STRATEGIES: dict[str, Callable[..., Decoded]] = {
     "beam": beam_search,
 }
 """Names accepted by :func:`decode`."""
+
+
+def row_generators(seed: int, keys: Sequence[str], device: torch.device | str = "cpu") -> list[torch.Generator]:
+    """One seeded random stream per row for :func:`sample`, from the run's ``seed`` and a key that
+    names the row's input (an image's path): the same key and seed always draw the same numbers."""
+    generators = []
+    for key in keys:
+        digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+        generators.append(torch.Generator(device).manual_seed(int.from_bytes(digest[:8], "little")))
+    return generators
 
 
 def decoding_options(

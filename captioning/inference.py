@@ -27,7 +27,7 @@ from torch import Tensor
 from torchvision.transforms.functional import to_pil_image
 
 from captioning.data.images import DEFAULT_MAX_PIXELS, READ_ERRORS, describe_error, load_rgb, to_rgb
-from captioning.decoding import Decoded
+from captioning.decoding import Decoded, row_generators
 from captioning.lit.captioner import CaptioningModule, load_captioner
 from captioning.models.encoder import build_transform
 
@@ -114,17 +114,21 @@ class Captioner:
             images: A path, PIL image or (C, H, W) tensor, a list of them, or a (B, C, H, W) tensor.
             strategy: ``greedy``, ``sample`` or ``beam`` (see ``captioning.decoding``).
             batch_size: Images decoded at once.
-            seed: Random seed of ``sample``.
+            seed: Random seed of ``sample``: image i of the call draws from its own stream, seeded by
+                ``seed`` and i, so the result does not depend on ``batch_size``.
             **options: Options of the strategy: ``beam_size``, ``length_penalty``,
                 ``no_repeat_ngram_size`` (beam); ``temperature``, ``top_k``, ``top_p`` (sample);
                 ``max_length``, ``min_length`` (all).
         """
         single = not isinstance(images, (list, tuple)) and not (isinstance(images, Tensor) and images.dim() == 4)
         items = [images] if single else list(images)
-        if strategy == "sample" and seed is not None:  # one stream for the whole call: batches draw different numbers
-            options["generator"] = torch.Generator(device=self.device).manual_seed(seed)
+        generators = None
+        if strategy == "sample" and seed is not None:
+            generators = row_generators(seed, [str(i) for i in range(len(items))], self.device)
         captions: list[str] = []
         for start in range(0, len(items), batch_size):
             batch = self.preprocess(items[start : start + batch_size])
+            if generators is not None:
+                options["generator"] = generators[start : start + batch_size]
             captions += self.captions(self.generate(batch, strategy, **options))
         return captions[0] if single else captions

@@ -226,6 +226,18 @@ def test_resuming_with_another_strategy_or_checkpoint_is_refused(photos, tiny_ch
     assert caption(str(tiny_checkpoint), str(photos), str(out), **QUIET)["skipped"] == 3  # the same settings go on
 
 
+def test_sampled_captions_do_not_depend_on_batching_or_resuming(photos, tiny_checkpoint, tmp_path):
+    sample = {"strategy": "sample", "temperature": 1.5, "seed": 3, **QUIET}
+    caption(str(tiny_checkpoint), str(photos), str(tmp_path / "one.jsonl"), batch_size=24, **sample)
+    caption(str(tiny_checkpoint), str(photos), str(tmp_path / "two.jsonl"), batch_size=5, limit=7, **sample)
+    caption(str(tiny_checkpoint), str(photos), str(tmp_path / "two.jsonl"), batch_size=3, **sample)
+    one, two = _records(tmp_path / "one.jsonl"), _records(tmp_path / "two.jsonl")
+    assert sorted((r["image"], r["caption"]) for r in two) == sorted((r["image"], r["caption"]) for r in one)
+    other_seed = caption(str(tiny_checkpoint), str(photos), str(tmp_path / "three.jsonl"), batch_size=24, **{**sample, "seed": 4})
+    assert other_seed["captioned"] == 24
+    assert [r["caption"] for r in _records(tmp_path / "three.jsonl")] != [r["caption"] for r in one]
+
+
 def test_rerun_from_another_directory_resumes(photos, tiny_checkpoint, tmp_path, monkeypatch):
     out = tmp_path / "captions.csv"
     monkeypatch.chdir(photos.parent)

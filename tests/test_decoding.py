@@ -11,7 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captioning.decoding import Decoded, beam_search, decode, decoding_options, greedy, sample
+from captioning.decoding import (
+    Decoded,
+    beam_search,
+    decode,
+    decoding_options,
+    greedy,
+    row_generators,
+    sample,
+)
 
 PAD, BOS, EOS = 0, 1, 2
 
@@ -256,6 +264,27 @@ def test_same_seed_same_samples_other_seed_differs():
     torch.testing.assert_close(
         a.log_probs.double(), sequence_log_prob(lstm, lstm.state(16), start, a.tokens, a.lengths)
     )
+
+
+def test_per_row_generators_make_each_row_independent_of_its_batch():
+    lstm = TinyLSTM()
+    state = lstm.state(16)
+
+    def run(rows: list[int]) -> Decoded:
+        h, c = (s[:, rows] for s in state)
+        generators = row_generators(7, [f"image-{r}" for r in rows])
+        return sample(lstm, (h, c), torch.full((len(rows),), BOS), eos_id=EOS, pad_id=PAD, max_length=8, generator=generators)
+
+    whole = run(list(range(16)))
+    halves = [run(list(range(0, 8))), run(list(range(8, 16)))]
+    backwards = run(list(range(15, -1, -1)))
+    for r in range(16):
+        n = whole.lengths[r]
+        assert torch.equal(halves[r // 8].tokens[r % 8, :n], whole.tokens[r, :n])
+        assert torch.equal(backwards.tokens[15 - r, :n], whole.tokens[r, :n])
+    assert len({tuple(t.tolist()) for t in whole.tokens}) > 4  # and rows do differ from each other
+    with pytest.raises(ValueError, match="one per row"):
+        sample(lstm, lstm.state(2), torch.full((2,), BOS), eos_id=EOS, pad_id=PAD, max_length=3, generator=row_generators(0, ["a"]))
 
 
 def test_very_low_temperature_is_greedy():
