@@ -213,5 +213,5 @@ def test_options_are_validated() -> None:
         LanguageModelDataModule(val_fraction=0.6, test_fraction=0.5)
     with pytest.raises(ValueError, match="data.bptt"):
         LanguageModelDataModule(bptt=0)
-    with pytest.raises(ValueError, match="test span is empty"):
+    with pytest.raises(ValueError, match="test span of the corpus is empty: raise data.test_fraction"):
         LanguageModelDataModule(max_chars=2000, test_fraction=0.0).streams("test")

@@ -82,5 +82,5 @@ def test_default_logger_runs_offline_and_agrees_with_the_csv_log(
 
 
 def test_report_command_names_a_wrong_folder(tmp_path, capsys):
-    with pytest.raises(FileNotFoundError, match="run folder"):
+    with pytest.raises(SystemExit, match="metrics.csv not found: RUN_DIR must be a run folder"):
         main(["report", "--run_dir", str(tmp_path)])

@@ -64,6 +64,8 @@ class WandbLogger(LightningWandbLogger):
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         project = project or os.environ.get("WANDB_PROJECT", "captioning")
         super().__init__(project=project, save_dir=save_dir, mode=resolved, **kwargs)
+        if self._wandb_init.get("anonymous") is None:  # Lightning passes None, which wandb warns about on every run
+            self._wandb_init.pop("anonymous", None)
 
 
 class _ContinuedExperimentWriter(ExperimentWriter):
