@@ -26,6 +26,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check captioning tests scripts
+	$(BIN)/ruff format --check captioning tests scripts
 	$(BIN)/pytest
 
 # Character LSTM on the embedded default corpus (Python's help text): trains ~2 minutes on 2 CPU

@@ -123,7 +123,9 @@ class PredictCaptions(L.LightningModule):
         self.run = run
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        records = [] if batch["images"] is None else caption_batch(self.model, batch["images"], batch["paths"], self.run)
+        records = (
+            [] if batch["images"] is None else caption_batch(self.model, batch["images"], batch["paths"], self.run)
+        )
         return {"records": records, "errors": batch["errors"]}
 
 
@@ -198,7 +200,11 @@ def _images(count: int) -> str:
 
 
 def _print_summary(summary: dict, shown: list[tuple[str, str]]) -> None:
-    rate = f" ({summary['images_per_second']:.1f} images/s after loading the model)" if summary["images_per_second"] else ""
+    rate = (
+        f" ({summary['images_per_second']:.1f} images/s after loading the model)"
+        if summary["images_per_second"]
+        else ""
+    )
     lines = [
         f"captioned {_images(summary['captioned'])} in {summary['seconds']:.1f} s{rate}; "
         f"skipped {summary['skipped']} already in {summary['output']}; failed {summary['failed']}"
@@ -292,7 +298,9 @@ def caption(
 
     with pixel_limit(max_pixels):
         if min(devices, len(attempted)) > 1:
-            captioned, seconds, is_main = caption_distributed(attempted, sink, errors, run, min(devices, len(attempted)))
+            captioned, seconds, is_main = caption_distributed(
+                attempted, sink, errors, run, min(devices, len(attempted))
+            )
             if not is_main:
                 return {}
         else:
@@ -308,8 +316,12 @@ def caption(
     if gallery:
         from captioning.gallery import write_gallery
 
-        summary["gallery"] = str(write_gallery(sink.records(), gallery, errors=_read_errors(errors.path), limit=gallery_limit))
+        summary["gallery"] = str(
+            write_gallery(sink.records(), gallery, errors=_read_errors(errors.path), limit=gallery_limit)
+        )
     _print_summary(summary, errors.shown)
     if captioned + skipped == 0 and errors.count:
-        raise SystemExit(f"error: no image could be read ({_images(errors.count)} failed); the reasons are in {errors.path}")
+        raise SystemExit(
+            f"error: no image could be read ({_images(errors.count)} failed); the reasons are in {errors.path}"
+        )
     return summary

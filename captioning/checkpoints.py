@@ -47,7 +47,11 @@ def read_checkpoint(path: str | Path, kind: Kind, map_location: str | torch.devi
         raise ValueError(f"{path} holds no model hyperparameters and weights: use a .ckpt written by `{train}`")
     if key not in hparams:
         others = [other for other, (other_key, _, _) in _KINDS.items() if other_key in hparams]
-        use = f"it is a {others[0]} checkpoint, for `{_KINDS[others[0]][2]}`" if others else "it was not written by this project"
+        use = (
+            f"it is a {others[0]} checkpoint, for `{_KINDS[others[0]][2]}`"
+            if others
+            else "it was not written by this project"
+        )
         raise ValueError(f"{path} is not a {kind} checkpoint: {use}")
     return checkpoint
 

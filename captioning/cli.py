@@ -97,7 +97,13 @@ def _commands() -> dict[str, Callable]:
     from captioning.generate import generate
     from captioning.report import report
 
-    return {"make-shapes": make_shapes, "evaluate": evaluate, "report": report, "caption": caption, "generate": generate}
+    return {
+        "make-shapes": make_shapes,
+        "evaluate": evaluate,
+        "report": report,
+        "caption": caption,
+        "generate": generate,
+    }
 
 
 def _underscore_flag(arg: str) -> str:
@@ -143,7 +149,10 @@ def _dispatch(args: list[str], argv: list[str] | None) -> None:
     commands = _commands()
     if args and args[0] in commands:
         result = auto_cli(
-            commands[args[0]], args=[_underscore_flag(a) for a in args[1:]], as_positional=False, prog=f"captioning {args[0]}"
+            commands[args[0]],
+            args=[_underscore_flag(a) for a in args[1:]],
+            as_positional=False,
+            prog=f"captioning {args[0]}",
         )
         if isinstance(result, Path):  # a file the command wrote
             print(result)

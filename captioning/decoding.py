@@ -439,9 +439,7 @@ def decoding_options(
     return options
 
 
-def decode(
-    step: StepFn, state: State, start_tokens: Tensor, *, strategy: str, **options: Any
-) -> Decoded:
+def decode(step: StepFn, state: State, start_tokens: Tensor, *, strategy: str, **options: Any) -> Decoded:
     """Run the strategy named ``strategy`` ("greedy", "sample" or "beam") with ``options``.
 
     ``options`` go to the strategy unchanged, so one it does not take (``beam_size`` for

@@ -58,7 +58,10 @@ def evaluate(
             indices = batch["index"].tolist()
             model_bleu.update(indices, [hyp.split() for hyp in hypotheses], batch["references"])
             baseline_bleu.update(indices, [baseline] * len(indices), batch["references"])
-            shown += [(i, hyp, " ".join(refs[0])) for i, hyp, refs in zip(indices, hypotheses, batch["references"], strict=True)][: examples - len(shown)]
+            shown += [
+                (i, hyp, " ".join(refs[0]))
+                for i, hyp, refs in zip(indices, hypotheses, batch["references"], strict=True)
+            ][: examples - len(shown)]
         results[split] = {"model": model_bleu.compute(), "baseline": baseline_bleu.compute()}
         rows.append((split, results[split], shown))
     _print_table(rows, " ".join(baseline), strategy)
@@ -66,12 +69,14 @@ def evaluate(
 
 
 def _print_table(rows: list, baseline: str, strategy: str) -> None:
-    print(f"\nBLEU ({strategy} decoding) against the most-frequent-caption baseline: \"{baseline}\"")
+    print(f'\nBLEU ({strategy} decoding) against the most-frequent-caption baseline: "{baseline}"')
     print(f"{'split':<12}{'images':>7}  {'system':<9}{'BLEU-1':>8}{'BLEU-2':>8}{'BLEU-3':>8}{'BLEU-4':>8}")
     for split, result, _ in rows:
         for system in ("model", "baseline"):
             s = result[system]
-            print(f"{split:<12}{int(s['count']):>7}  {system:<9}" + "".join(f"{s[f'bleu{n}']:>8.3f}" for n in range(1, 5)))
+            print(
+                f"{split:<12}{int(s['count']):>7}  {system:<9}" + "".join(f"{s[f'bleu{n}']:>8.3f}" for n in range(1, 5))
+            )
     for split, _, shown in rows:
         print(f"\n{split}: a few captions")
         for index, hypothesis, reference in shown:

@@ -41,9 +41,11 @@ def thumbnail_data_uri(path: str | os.PathLike, size: int = 256) -> str:
 
 
 def _figure(record: dict, size: int) -> str:
-    label = f'<figcaption>{_e(record["caption"])}<small>{_e(record["image"])}</small></figcaption>'
+    label = f"<figcaption>{_e(record['caption'])}<small>{_e(record['image'])}</small></figcaption>"
     try:
-        picture = f'<img src="{thumbnail_data_uri(record["image"], size)}" alt="{_e(record["caption"])}" loading="lazy">'
+        picture = (
+            f'<img src="{thumbnail_data_uri(record["image"], size)}" alt="{_e(record["caption"])}" loading="lazy">'
+        )
     except READ_ERRORS as error:  # moved or changed since it was captioned
         picture = f'<div class="missing">image unavailable: {_e(describe_error(error))}</div>'
     return f"<figure>{picture}{label}</figure>\n"
@@ -68,7 +70,9 @@ def write_gallery(
     shown = more = 0
     with partial.open("w", encoding="utf-8") as out:
         out.write(f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>')
-        out.write(f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style></head>\n')
+        out.write(
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style></head>\n'
+        )
         out.write(f'<body><h1>{_e(title)}</h1>\n<div class="grid">\n')
         for record in records:
             if shown < limit:

@@ -46,7 +46,10 @@ class Captioner:
     """
 
     def __init__(
-        self, model: CaptioningModule, device: str | torch.device | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
+        self,
+        model: CaptioningModule,
+        device: str | torch.device | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.model = model.eval() if device is None else model.to(device).eval()
         self.backbone: str = model.hparams.backbone
@@ -78,7 +81,9 @@ class Captioner:
             if image.dim() != 3 or image.size(0) not in (1, 3, 4):
                 raise ValueError(f"an image tensor must be (C, H, W) with C in 1, 3, 4; got {tuple(image.shape)}")
             if image.is_floating_point() and (image.min() < 0 or image.max() > 1):
-                raise ValueError("a float image tensor must hold values in [0, 1] (not normalised); normalisation is done here")
+                raise ValueError(
+                    "a float image tensor must hold values in [0, 1] (not normalised); normalisation is done here"
+                )
             if image.is_floating_point():  # to_pil_image would truncate 254.99 to 254
                 image = image.mul(255).round().to(torch.uint8)
             return to_rgb(to_pil_image(image.detach().cpu()))

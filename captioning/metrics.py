@@ -50,7 +50,9 @@ class CorpusBLEU:
     def reset(self) -> None:
         self.stats = {}
 
-    def update(self, indices: Sequence[int], hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[Sequence[str]]]) -> None:
+    def update(
+        self, indices: Sequence[int], hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[Sequence[str]]]
+    ) -> None:
         for index, hypothesis, refs in zip(indices, hypotheses, references, strict=True):
             self.stats[int(index)] = sentence_statistics(hypothesis, refs)
 

@@ -89,7 +89,7 @@ class CaptionFile:
                     raise ValueError(f"line {number} of {self.path} is not JSON ({error}): fix or delete it") from error
                 if not isinstance(record, dict) or "image" not in record:
                     raise ValueError(
-                        f"line {number} of {self.path} has no \"image\": not an output of captioning caption; "
+                        f'line {number} of {self.path} has no "image": not an output of captioning caption; '
                         "choose another --output"
                     )
                 yield record
@@ -157,7 +157,9 @@ def part_path(output: str | os.PathLike, rank: int, errors: bool = False) -> Pat
 
 def make_records(paths: list[str], captions: list[str], log_probs: torch.Tensor) -> list[dict]:
     scores = log_probs.float().cpu().tolist()
-    return [{"image": p, "caption": c, "log_prob": round(s, 4)} for p, c, s in zip(paths, captions, scores, strict=True)]
+    return [
+        {"image": p, "caption": c, "log_prob": round(s, 4)} for p, c, s in zip(paths, captions, scores, strict=True)
+    ]
 
 
 def merge_parts(output: str | os.PathLike, errors: ErrorLog | None, done: set[str]) -> int:
@@ -215,7 +217,9 @@ def claim_output(output: str | os.PathLike, settings: dict) -> None:
     if Path(output).is_file() and path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
         keys = sorted(settings.keys() | saved.keys())
-        changed = [f"{key} {saved.get(key)!r} -> {settings.get(key)!r}" for key in keys if saved.get(key) != settings.get(key)]
+        changed = [
+            f"{key} {saved.get(key)!r} -> {settings.get(key)!r}" for key in keys if saved.get(key) != settings.get(key)
+        ]
         if changed:
             raise ValueError(
                 f"{output} holds captions made with other settings ({'; '.join(changed)}): choose another --output, "

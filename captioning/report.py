@@ -91,7 +91,9 @@ def report(run_dir: str) -> Path:
     root = Path(run_dir)
     metrics = root / "csv" / "metrics.csv"
     if not metrics.is_file():
-        raise FileNotFoundError(f"{metrics} not found: RUN_DIR must be a run folder written by `captioning fit` (e.g. runs/shapes)")
+        raise FileNotFoundError(
+            f"{metrics} not found: RUN_DIR must be a run folder written by `captioning fit` (e.g. runs/shapes)"
+        )
     series = read_metrics(metrics)
     plots = [p for p in (_plot(series, *panel) for panel in PANELS) if p]
     epochs = sorted((root / "samples").glob("epoch_*.jsonl"))

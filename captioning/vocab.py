@@ -51,7 +51,9 @@ class Vocabulary:
         if min_freq < 1:
             raise ValueError(f"min_freq must be >= 1, got {min_freq}")
         counts = Counter(token for sentence in sentences for token in tokenize(sentence))
-        kept = sorted((t for t, n in counts.items() if n >= min_freq and t not in SPECIALS), key=lambda t: (-counts[t], t))
+        kept = sorted(
+            (t for t, n in counts.items() if n >= min_freq and t not in SPECIALS), key=lambda t: (-counts[t], t)
+        )
         return cls([*SPECIALS, *kept])
 
     def __len__(self) -> int:
@@ -63,7 +65,9 @@ class Vocabulary:
     def require_same(self, saved: Sequence[str] | None, fix: str) -> None:
         """Refuse a checkpoint saved with another vocabulary: its ids would mean other words."""
         if saved is not None and list(saved) != self.tokens:
-            raise ValueError(f"the checkpoint's vocabulary ({len(saved)} tokens) differs from this model's ({len(self)}): {fix}")
+            raise ValueError(
+                f"the checkpoint's vocabulary ({len(saved)} tokens) differs from this model's ({len(self)}): {fix}"
+            )
 
     def encode(self, text: str) -> list[int]:
         """``<bos> w1 .. wn <eos>`` as ids; unknown words map to ``<unk>``."""

@@ -98,9 +98,7 @@ def random_checkpoint(path: Path, image_size: int, vocab_size: int, hidden_dim: 
 
     torch.manual_seed(0)
     tokens = [*SPECIALS, *(f"word{i}" for i in range(vocab_size - len(SPECIALS)))]
-    model = CaptioningModule(
-        vocab_tokens=tokens, pretrained=False, image_size=image_size, hidden_dim=hidden_dim
-    )
+    model = CaptioningModule(vocab_tokens=tokens, pretrained=False, image_size=image_size, hidden_dim=hidden_dim)
     torch.save(
         {
             "state_dict": model.state_dict(),
@@ -150,9 +148,7 @@ def end_to_end(checkpoint: Path, listing: Path, output: Path, args: argparse.Nam
         "checkpoint": str(checkpoint), "input": str(listing), "output": str(output), "batch_size": args.batch_size,
         "num_workers": args.num_workers, "max_length": args.max_length, "progress": False,
     }  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(options)], capture_output=True, text=True
-    )
+    result = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(options)], capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"caption failed:\n{result.stderr[-3000:]}")
     line = next(line for line in result.stdout.splitlines() if line.startswith("SUMMARY "))
@@ -161,36 +157,24 @@ def end_to_end(checkpoint: Path, listing: Path, output: Path, args: argparse.Nam
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--checkpoint", help="a trained captioner (default: a random one of realistic size)"
-    )
-    parser.add_argument(
-        "--sizes", type=int, nargs="+", default=[500, 5000], help="folder sizes to caption"
-    )
+    parser.add_argument("--checkpoint", help="a trained captioner (default: a random one of realistic size)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 5000], help="folder sizes to caption")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--num_workers", type=int, default=2)
     parser.add_argument("--max_length", type=int, default=20, help="caption length cap (tokens)")
     parser.add_argument(
         "--image_size", type=int, default=128, help="encoder input side of the random model (shapes.yaml's)"
     )
-    parser.add_argument(
-        "--vocab_size", type=int, default=10_000, help="vocabulary of the random model"
-    )
-    parser.add_argument(
-        "--hidden_dim", type=int, default=512, help="decoder state size of the random model"
-    )
+    parser.add_argument("--vocab_size", type=int, default=10_000, help="vocabulary of the random model")
+    parser.add_argument("--hidden_dim", type=int, default=512, help="decoder state size of the random model")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--pool", type=int, default=64, help="distinct pictures among the files")
-    parser.add_argument(
-        "--ceiling_images", type=int, default=256, help="images the ceiling is measured on"
-    )
+    parser.add_argument("--ceiling_images", type=int, default=256, help="images the ceiling is measured on")
     parser.add_argument(
         "--min_seconds", type=float, default=5.0, help="time each ceiling measurement at least this long"
     )
-    parser.add_argument(
-        "--workdir", help="keep the images and outputs here (default: a temporary folder, removed)"
-    )
+    parser.add_argument("--workdir", help="keep the images and outputs here (default: a temporary folder, removed)")
     args = parser.parse_args()
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_caption_"))
@@ -202,9 +186,7 @@ def main() -> None:
         if args.checkpoint:
             checkpoint = Path(args.checkpoint)
         else:
-            checkpoint = random_checkpoint(
-                work / "random.ckpt", args.image_size, args.vocab_size, args.hidden_dim
-            )
+            checkpoint = random_checkpoint(work / "random.ckpt", args.image_size, args.vocab_size, args.hidden_dim)
         h = load_captioner(checkpoint).hparams
         print(f"load average {os.getloadavg()[0]:.2f}; model: {h.backbone} @{h.image_size}px, {h.cell} {h.num_layers}x{h.hidden_dim}, vocabulary {len(h.vocab_tokens)}"
               f"{'' if args.checkpoint else ' (random weights)'}; batch {args.batch_size}, {args.num_workers} workers, "
@@ -224,13 +206,19 @@ def main() -> None:
             ceilings.append(ceiling.rate(args.min_seconds))
             runs.append((size, summary, (ceilings[-2] + ceilings[-1]) / 2))
 
-        print(f"\n| {'measurement':<38} | {'images':>6} | {'images/s':>8} | {'vs ceiling':>10} | {'peak RSS main':>13} | {'peak RSS worker':>15} |")
+        print(
+            f"\n| {'measurement':<38} | {'images':>6} | {'images/s':>8} | {'vs ceiling':>10} | {'peak RSS main':>13} | {'peak RSS worker':>15} |"
+        )
         print(f"|{'-' * 40}|{'-' * 7}:|{'-' * 9}:|{'-' * 11}:|{'-' * 14}:|{'-' * 16}:|")
         for i, rate in enumerate(ceilings):
             label = "encoder forward alone (ceiling)" if i == 0 else f"  ceiling again, after run {i}"
             print(f"| {label:<38} | {args.ceiling_images:>6} | {rate:>8.1f} | {'100 %':>10} | {'':>13} | {'':>15} |")
-        print(f"| {'encoder + greedy decoder on tensors':<38} | {args.ceiling_images:>6} | {model_rate:>8.1f} | {100 * model_rate / ceilings[0]:>8.0f} % | {'':>13} | {'':>15} |")
-        print(f"| {'read + transform, 1 process (info)':<38} | {args.ceiling_images:>6} | {ceiling.read_rate:>8.1f} | {'':>10} | {'':>13} | {'':>15} |")
+        print(
+            f"| {'encoder + greedy decoder on tensors':<38} | {args.ceiling_images:>6} | {model_rate:>8.1f} | {100 * model_rate / ceilings[0]:>8.0f} % | {'':>13} | {'':>15} |"
+        )
+        print(
+            f"| {'read + transform, 1 process (info)':<38} | {args.ceiling_images:>6} | {ceiling.read_rate:>8.1f} | {'':>10} | {'':>13} | {'':>15} |"
+        )
         for i, (size, s, around) in enumerate(runs, 1):
             rate = s["images_per_second"]
             print(f"| {f'run {i}: captioning caption, end to end':<38} | {size:>6} | {rate:>8.1f} | {100 * rate / around:>8.0f} % "

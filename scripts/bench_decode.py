@@ -67,20 +67,14 @@ def build(args: argparse.Namespace) -> tuple[Decoder, Callable[[int], tuple[Tens
 
         def states(n: int) -> tuple[Tensor, ...]:
             with torch.inference_mode():
-                return model.init_state(
-                    features.expand(n, -1) + 0.1 * torch.rand(n, features.size(1))
-                )
+                return model.init_state(features.expand(n, -1) + 0.1 * torch.rand(n, features.size(1)))
 
         name = f"checkpoint {args.checkpoint}: vocab {len(model.vocab)}, hidden {h.hidden_dim}, {h.num_layers} layers, {h.cell}"
         return model.decoder, states, name
-    decoder = Decoder(
-        args.vocab_size, args.embed_dim, args.hidden_dim, args.num_layers, dropout=0.0
-    ).eval()
+    decoder = Decoder(args.vocab_size, args.embed_dim, args.hidden_dim, args.num_layers, dropout=0.0).eval()
 
     def states(n: int) -> tuple[Tensor, ...]:
-        return tuple(
-            torch.randn(args.num_layers, n, args.hidden_dim).tanh() for _ in range(2)
-        )  # (L, n, H)
+        return tuple(torch.randn(args.num_layers, n, args.hidden_dim).tanh() for _ in range(2))  # (L, n, H)
 
     name = f"random LSTM decoder: vocab {args.vocab_size}, embed {args.embed_dim}, hidden {args.hidden_dim}, {args.num_layers} layers"
     return decoder, states, name
@@ -88,9 +82,7 @@ def build(args: argparse.Namespace) -> tuple[Decoder, Callable[[int], tuple[Tens
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--checkpoint", help="decode with this trained model instead of a random one"
-    )
+    parser.add_argument("--checkpoint", help="decode with this trained model instead of a random one")
     parser.add_argument("--vocab_size", type=int, default=10_000)
     parser.add_argument("--embed_dim", type=int, default=256)
     parser.add_argument("--hidden_dim", type=int, default=512)
@@ -98,18 +90,10 @@ def main() -> None:
     parser.add_argument("--max_length", type=int, default=20, help="tokens per caption")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--beam_sizes", type=int, nargs="+", default=[3, 5])
-    parser.add_argument(
-        "--beam_batch", type=int, default=64, help="images per batch for beam search"
-    )
-    parser.add_argument(
-        "--loop_images", type=int, default=64, help="images captioned by the per-image loop"
-    )
-    parser.add_argument(
-        "--min_seconds", type=float, default=3.0, help="time each measurement at least this long"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
-    )
+    parser.add_argument("--beam_batch", type=int, default=64, help="images per batch for beam search")
+    parser.add_argument("--loop_images", type=int, default=64, help="images captioned by the per-image loop")
+    parser.add_argument("--min_seconds", type=float, default=3.0, help="time each measurement at least this long")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -139,9 +123,7 @@ def main() -> None:
         state, start = states(args.beam_batch), torch.full((args.beam_batch,), BOS)
         for k in args.beam_sizes:
             speed = rate(
-                lambda k=k: decoding.beam_search(
-                    decoder.step, state, start, beam_size=k, **options
-                ),
+                lambda k=k: decoding.beam_search(decoder.step, state, start, beam_size=k, **options),
                 args.beam_batch,
                 args.min_seconds,
             )

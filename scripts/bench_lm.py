@@ -32,9 +32,7 @@ def tokens_per_second(
     """Median training tokens/s per model over ``repeats`` rounds, each round visiting every model once."""
     tokens = torch.randint(4, vocab, (batch, bptt + 1))
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
-    optimizers = {
-        name: torch.optim.AdamW(model.parameters(), lr=1e-3) for name, model in models.items()
-    }
+    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-3) for name, model in models.items()}
 
     def step(name: str) -> float:
         model, optimizer = models[name], optimizers[name]
@@ -59,14 +57,10 @@ def tokens_per_second(
 def speed_table(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     models = {
-        cell: RNNLanguageModel(
-            args.vocab, args.embed, args.hidden, args.layers, dropout=0.0, cell=cell
-        ).train()
+        cell: RNNLanguageModel(args.vocab, args.embed, args.hidden, args.layers, dropout=0.0, cell=cell).train()
         for cell in args.cells
     }
-    rates = tokens_per_second(
-        models, args.batch, args.bptt, args.vocab, args.repeats, args.precision
-    )
+    rates = tokens_per_second(models, args.batch, args.bptt, args.vocab, args.repeats, args.precision)
     base = rates[args.baseline]
     print(
         f"\ntraining speed: {args.layers} layer(s) x {args.hidden} hidden, embedding {args.embed}, vocabulary {args.vocab}, "
@@ -115,9 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--text", help="text file for the quality run (e.g. Tiny Shakespeare)")
     parser.add_argument("--config", default="configs/lm_shakespeare.yaml")
-    parser.add_argument(
-        "--budget", type=int, default=270, help="training seconds of the quality run"
-    )
+    parser.add_argument("--budget", type=int, default=270, help="training seconds of the quality run")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
@@ -135,9 +127,7 @@ def main() -> None:
     parser.add_argument("--bptt", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--precision", default="32", choices=["32", "bf16-mixed"])
-    parser.add_argument(
-        "overrides", nargs="*", help="extra `captioning lm fit` flags for the quality run, after --"
-    )
+    parser.add_argument("overrides", nargs="*", help="extra `captioning lm fit` flags for the quality run, after --")
     parser.add_argument(
         "--threads",
         type=int,

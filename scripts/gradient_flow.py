@@ -31,18 +31,14 @@ MODULES = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--text", nargs="*", default=None, help="text files (default: the embedded corpus)"
-    )
+    parser.add_argument("--text", nargs="*", default=None, help="text files (default: the embedded corpus)")
     parser.add_argument(
         "--cells",
         nargs="+",
         default=["rnn", "lstm"],
         help="cells to compare (rnn = the from-scratch VanillaRNN)",
     )
-    parser.add_argument(
-        "--hidden", type=int, default=128, help="hidden size, the same for every cell"
-    )
+    parser.add_argument("--hidden", type=int, default=128, help="hidden size, the same for every cell")
     parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--embed", type=int, default=32)
     parser.add_argument("--bptt", type=int, default=100, help="chunk length: the steps plotted")
@@ -66,9 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    data = LanguageModelDataModule(
-        files=args.text, level="char", batch_size=args.batch, bptt=args.bptt, max_chars=None
-    )
+    data = LanguageModelDataModule(files=args.text, level="char", batch_size=args.batch, bptt=args.bptt, max_chars=None)
     data.setup("fit")
     chunk = next(iter(data.val_dataloader()))  # held-out text, the same for every cell
     inputs, target = chunk["inputs"][: args.rows], chunk["targets"][: args.rows, -1]
@@ -92,16 +86,10 @@ def main() -> None:
         curves[name] = norms
         picks = [0, len(norms) // 2, len(norms) - 11, len(norms) - 1]
         shown = ", ".join(f"t={t}: {norms[t]:.2e}" for t in picks)
-        print(
-            f"{name}: {args.train_steps} steps in {time.perf_counter() - start:.0f} s; ||dL_T/dh_t|| {shown}"
-        )
-        print(
-            f"  ||dL_T/dh_0|| / ||dL_T/dh_T|| = {norms[0] / norms[-1]:.2e} (1: no decay over {len(norms) - 1} steps)"
-        )
+        print(f"{name}: {args.train_steps} steps in {time.perf_counter() - start:.0f} s; ||dL_T/dh_t|| {shown}")
+        print(f"  ||dL_T/dh_0|| / ||dL_T/dh_T|| = {norms[0] / norms[-1]:.2e} (1: no decay over {len(norms) - 1} steps)")
 
-    state = (
-        "at initialisation" if args.train_steps == 0 else f"after {args.train_steps} training steps"
-    )
+    state = "at initialisation" if args.train_steps == 0 else f"after {args.train_steps} training steps"
     title = f"||dL_T/dh_t||, char LM {state}, loss at step T = {args.bptt}"
     print(f"plot: {plot_gradient_flow(curves, args.out, title)}")
 

@@ -59,7 +59,9 @@ def photos(shapes_root, tmp_path_factory) -> Path:
     return folder
 
 
-def test_bad_files_are_skipped_and_reported_and_every_good_file_captioned_once(photos, tiny_checkpoint, tmp_path, capsys):
+def test_bad_files_are_skipped_and_reported_and_every_good_file_captioned_once(
+    photos, tiny_checkpoint, tmp_path, capsys
+):
     folder = tmp_path / "mixed"
     shutil.copytree(photos, folder)
     expected_bad = plant_bad_files(folder / "bad", (photos / "00.png").read_bytes())
@@ -233,7 +235,9 @@ def test_sampled_captions_do_not_depend_on_batching_or_resuming(photos, tiny_che
     caption(str(tiny_checkpoint), str(photos), str(tmp_path / "two.jsonl"), batch_size=3, **sample)
     one, two = _records(tmp_path / "one.jsonl"), _records(tmp_path / "two.jsonl")
     assert sorted((r["image"], r["caption"]) for r in two) == sorted((r["image"], r["caption"]) for r in one)
-    other_seed = caption(str(tiny_checkpoint), str(photos), str(tmp_path / "three.jsonl"), batch_size=24, **{**sample, "seed": 4})
+    other_seed = caption(
+        str(tiny_checkpoint), str(photos), str(tmp_path / "three.jsonl"), batch_size=24, **{**sample, "seed": 4}
+    )
     assert other_seed["captioned"] == 24
     assert [r["caption"] for r in _records(tmp_path / "three.jsonl")] != [r["caption"] for r in one]
 
@@ -267,5 +271,9 @@ def test_two_cpu_processes_give_the_same_captions_as_one(photos, tiny_checkpoint
     one = {Path(r["image"]).name: r["caption"] for r in uninterrupted}
     assert {Path(r["image"]).name: r["caption"] for r in records} == one
     assert [Path(r["image"]).name for r in _records(tmp_path / "captions.errors.jsonl")] == ["broken.png"]
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["captions.errors.jsonl", "captions.jsonl", "captions.run.json"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == [
+        "captions.errors.jsonl",
+        "captions.jsonl",
+        "captions.run.json",
+    ]
     assert "captioned 24 images" in result.stdout and "failed 1" in result.stdout

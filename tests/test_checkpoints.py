@@ -11,11 +11,15 @@ from captioning.lit.language_model import load_language_model
 
 
 def test_each_family_refuses_the_other_and_names_the_right_command(tiny_checkpoint, tmp_path):
-    with pytest.raises(ValueError, match="is not a language model checkpoint: it is a captioner checkpoint, for `captioning caption"):
+    with pytest.raises(
+        ValueError, match="is not a language model checkpoint: it is a captioner checkpoint, for `captioning caption"
+    ):
         load_language_model(tiny_checkpoint)
     language_model = tmp_path / "lm.ckpt"
     torch.save({"hyper_parameters": {"level": "char", "vocab_tokens": ["<pad>"]}, "state_dict": {}}, language_model)
-    with pytest.raises(ValueError, match="is not a captioner checkpoint: it is a language model checkpoint, for `captioning generate`"):
+    with pytest.raises(
+        ValueError, match="is not a captioner checkpoint: it is a language model checkpoint, for `captioning generate`"
+    ):
         load_captioner(language_model)
     assert read_checkpoint(tiny_checkpoint, "captioner", mmap=True)["hyper_parameters"]["backbone"] == "mobilenet_v2"
 

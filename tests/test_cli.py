@@ -50,7 +50,9 @@ def test_fit_test_and_resume_from_last(tmp_path, monkeypatch, tiny_data_kwargs, 
 
     steps_run = []
     step = CaptioningModule.training_step
-    monkeypatch.setattr(CaptioningModule, "training_step", lambda self, batch, i: steps_run.append(i) or step(self, batch, i))
+    monkeypatch.setattr(
+        CaptioningModule, "training_step", lambda self, batch, i: steps_run.append(i) or step(self, batch, i)
+    )
     main(["fit", *common, "--trainer.max_epochs=2", "--ckpt_path=last"])
     resumed = torch.load(checkpoints / "last.ckpt", weights_only=True)
     assert resumed["epoch"] == 1
@@ -65,19 +67,61 @@ def test_fit_test_and_resume_from_last(tmp_path, monkeypatch, tiny_data_kwargs, 
 
 
 def test_subcommand_flags_take_dashes_or_underscores(tmp_path):
-    main(["make-shapes", "--out", str(tmp_path / "a"), "--train=2", "--validation", "1", "--test", "1", "--novel", "1", "--image-size", "32"])
-    main(["make-shapes", "--out", str(tmp_path / "b"), "--train=2", "--validation", "1", "--test", "1", "--novel", "1", "--image_size", "32"])
+    main(
+        [
+            "make-shapes",
+            "--out",
+            str(tmp_path / "a"),
+            "--train=2",
+            "--validation",
+            "1",
+            "--test",
+            "1",
+            "--novel",
+            "1",
+            "--image-size",
+            "32",
+        ]
+    )
+    main(
+        [
+            "make-shapes",
+            "--out",
+            str(tmp_path / "b"),
+            "--train=2",
+            "--validation",
+            "1",
+            "--test",
+            "1",
+            "--novel",
+            "1",
+            "--image_size",
+            "32",
+        ]
+    )
     from PIL import Image
 
     assert Image.open(tmp_path / "a" / "train" / "00000.png").size == (32, 32)
-    assert (tmp_path / "a" / "train" / "00000.png").read_bytes() == (tmp_path / "b" / "train" / "00000.png").read_bytes()
+    assert (tmp_path / "a" / "train" / "00000.png").read_bytes() == (
+        tmp_path / "b" / "train" / "00000.png"
+    ).read_bytes()
 
 
 def test_bad_input_prints_one_error_line_and_traceback_on_request(tmp_path, capsys):
-    command = ["caption", "--checkpoint", str(tmp_path / "none.ckpt"), "--input", str(tmp_path), "--output", str(tmp_path / "c.jsonl")]
+    command = [
+        "caption",
+        "--checkpoint",
+        str(tmp_path / "none.ckpt"),
+        "--input",
+        str(tmp_path),
+        "--output",
+        str(tmp_path / "c.jsonl"),
+    ]
     with pytest.raises(SystemExit) as exit_info:
         main(command)
-    assert str(exit_info.value.code).startswith(f"error: checkpoint {tmp_path / 'none.ckpt'} not found: train a captioner")
+    assert str(exit_info.value.code).startswith(
+        f"error: checkpoint {tmp_path / 'none.ckpt'} not found: train a captioner"
+    )
     with pytest.raises(FileNotFoundError):
         main([*command, "--traceback"])
     with pytest.raises(SystemExit) as exit_info:

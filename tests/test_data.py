@@ -56,7 +56,9 @@ def test_karpathy_json_format(shapes_root, tmp_path):
         for row in _rows(shapes_root, split)[:3]:
             name = f"{kind}-{row['file_name']}"
             shutil.copy(shapes_root / split / row["file_name"], images / name)
-            entries.append({"filename": name, "split": kind, "sentences": [{"raw": c.upper()} for c in row["captions"]]})
+            entries.append(
+                {"filename": name, "split": kind, "sentences": [{"raw": c.upper()} for c in row["captions"]]}
+            )
     (tmp_path / "dataset_flickr8k.json").write_text(json.dumps({"images": entries}))
     train = load_split(tmp_path, "train")
     assert len(train) == 6  # restval counts as training
@@ -112,7 +114,9 @@ def test_malformed_metadata_names_the_line_and_the_fix(shapes_root, tmp_path, li
 
 
 def test_wrong_image_root_or_caption_file_says_what_to_fix(shapes_root, tmp_path):
-    (tmp_path / "captions.txt").write_text("image,caption\n" + "".join(f"{r['file_name']},a caption\n" for r in _rows(shapes_root, "train")))
+    (tmp_path / "captions.txt").write_text(
+        "image,caption\n" + "".join(f"{r['file_name']},a caption\n" for r in _rows(shapes_root, "train"))
+    )
     with pytest.raises(FileNotFoundError, match="data.image_root"):
         load_split(tmp_path, "train")
     (tmp_path / "captions.txt").write_text("train-00000.png a caption without a separator\n")
@@ -151,7 +155,9 @@ def test_cached_random_encoder_features_are_the_models_own(shapes_root, tmp_path
     torch.manual_seed(1)
     cached = load_or_compute(tmp_path, "t", sources, "resnet18", False, 64, 2, num_workers=0).float()
     torch.manual_seed(2)
-    model = CaptioningModule(vocab_tokens=["<pad>", "<bos>", "<eos>", "<unk>"], backbone="resnet18", pretrained=False, **tiny_model_kwargs)
+    model = CaptioningModule(
+        vocab_tokens=["<pad>", "<bos>", "<eos>", "<unk>"], backbone="resnet18", pretrained=False, **tiny_model_kwargs
+    )
     images = torch.stack([ImageFiles(sources, "resnet18", 64)[i] for i in range(len(sources))])
     with torch.no_grad():
         features = model.eval().features(images)

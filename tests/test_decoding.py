@@ -253,9 +253,7 @@ def test_same_seed_same_samples_other_seed_differs():
 
     def run(seed: int) -> Decoded:
         g = torch.Generator().manual_seed(seed)
-        return sample(
-            lstm, lstm.state(16), start, eos_id=EOS, pad_id=PAD, max_length=8, generator=g
-        )
+        return sample(lstm, lstm.state(16), start, eos_id=EOS, pad_id=PAD, max_length=8, generator=g)
 
     a, b, c = run(0), run(0), run(1)
     assert torch.equal(a.tokens, b.tokens) and torch.equal(a.log_probs, b.log_probs)
@@ -273,7 +271,9 @@ def test_per_row_generators_make_each_row_independent_of_its_batch():
     def run(rows: list[int]) -> Decoded:
         h, c = (s[:, rows] for s in state)
         generators = row_generators(7, [f"image-{r}" for r in rows])
-        return sample(lstm, (h, c), torch.full((len(rows),), BOS), eos_id=EOS, pad_id=PAD, max_length=8, generator=generators)
+        return sample(
+            lstm, (h, c), torch.full((len(rows),), BOS), eos_id=EOS, pad_id=PAD, max_length=8, generator=generators
+        )
 
     whole = run(list(range(16)))
     halves = [run(list(range(0, 8))), run(list(range(8, 16)))]
@@ -284,7 +284,15 @@ def test_per_row_generators_make_each_row_independent_of_its_batch():
         assert torch.equal(backwards.tokens[15 - r, :n], whole.tokens[r, :n])
     assert len({tuple(t.tolist()) for t in whole.tokens}) > 4  # and rows do differ from each other
     with pytest.raises(ValueError, match="one per row"):
-        sample(lstm, lstm.state(2), torch.full((2,), BOS), eos_id=EOS, pad_id=PAD, max_length=3, generator=row_generators(0, ["a"]))
+        sample(
+            lstm,
+            lstm.state(2),
+            torch.full((2,), BOS),
+            eos_id=EOS,
+            pad_id=PAD,
+            max_length=3,
+            generator=row_generators(0, ["a"]),
+        )
 
 
 def test_very_low_temperature_is_greedy():
@@ -432,9 +440,7 @@ def test_beam_without_eos_returns_the_best_unfinished_beam():
     table[:, EOS] = float("-inf")  # <eos> is impossible
     model = TableModel(table)
     start = torch.tensor([1, 6, 5])
-    out = beam_search(
-        model, model.state(3), start, eos_id=EOS, pad_id=PAD, max_length=5, beam_size=3
-    )
+    out = beam_search(model, model.state(3), start, eos_id=EOS, pad_id=PAD, max_length=5, beam_size=3)
     assert out.tokens.shape == (3, 5) and out.lengths.tolist() == [5, 5, 5]
     assert not (out.tokens == EOS).any()
     assert out.log_probs.isfinite().all()

@@ -74,11 +74,11 @@ def test_caption_command_is_accepted_by_the_cli():
     mounts = _mounts(SERVICES["caption"])
     assert options.input in mounts  # the photo folder is mounted
     assert str(work / Path(options.checkpoint).parts[0]) in mounts  # the trained checkpoint is visible
-    train_checkpoints = next(
-        a for a in SERVICES["train"]["command"] if a.startswith("--config")
-    ).split("=")[1]
+    train_checkpoints = next(a for a in SERVICES["train"]["command"] if a.startswith("--config")).split("=")[1]
     shapes = yaml.safe_load((ROOT / train_checkpoints).read_text())
-    dirpath = next(c for c in shapes["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint"))["init_args"]["dirpath"]
+    dirpath = next(c for c in shapes["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint"))[
+        "init_args"
+    ]["dirpath"]
     assert options.checkpoint == f"{dirpath}/best.ckpt"  # what the train service writes
 
 

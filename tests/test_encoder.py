@@ -38,7 +38,9 @@ def test_pretrained_weights_are_imagenet(encoder):
     with torch.inference_mode():
         label = weights.meta["categories"][classifier(image).argmax().item()]
     assert label == "espresso"
-    body_state = {k.removeprefix("features."): v for k, v in classifier.state_dict().items() if k.startswith("features.")}
+    body_state = {
+        k.removeprefix("features."): v for k, v in classifier.state_dict().items() if k.startswith("features.")
+    }
     for name, tensor in encoder.body.state_dict().items():
         assert torch.equal(tensor, body_state[name]), name
 

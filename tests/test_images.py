@@ -63,8 +63,23 @@ def _grey16(value: int, mode: str = "I;16", size: tuple[int, int] = (6, 4)) -> I
         (Image.new("F", (6, 4), 0.5), (128, 128, 128)),  # 0-1 floats
     ],
     ids=[
-        "RGB", "L", "1", "P", "CMYK", "YCbCr", "HSV", "RGBA", "RGBA-clear", "LA-clear", "LA",
-        "I;16-max", "I;16", "I;16B", "I-16bit", "I-8bit", "F",
+        "RGB",
+        "L",
+        "1",
+        "P",
+        "CMYK",
+        "YCbCr",
+        "HSV",
+        "RGBA",
+        "RGBA-clear",
+        "LA-clear",
+        "LA",
+        "I;16-max",
+        "I;16",
+        "I;16B",
+        "I-16bit",
+        "I-8bit",
+        "F",
     ],  # fmt: skip
 )
 def test_every_mode_becomes_rgb_with_the_right_colour(image, expected):
@@ -195,7 +210,9 @@ def test_a_batch_of_only_bad_files_collates_to_no_images(tmp_path):
     assert batch["images"] is None and batch["paths"] == [] and len(batch["errors"]) == 1
 
 
-@pytest.mark.skipif(not hasattr(os, "setuid") or os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
+@pytest.mark.skipif(
+    not hasattr(os, "setuid") or os.geteuid() != 0, reason="needs root to switch to an unprivileged user"
+)
 def test_unreadable_file_is_reported_not_raised():
     """As root every file is readable, so a real EACCES needs another user: the reading runs in a
     subprocess that drops to `nobody` (uid 65534) and meets a mode-000 file."""

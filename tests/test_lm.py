@@ -41,9 +41,7 @@ def _trainer(tmp_path: Path, **kwargs) -> L.Trainer:
 @pytest.fixture()
 def corpus(tmp_path: Path) -> Path:
     path = tmp_path / "corpus.txt"
-    path.write_text(
-        "".join(f"Line {i}: the quick brown fox jumps over {i % 7} lazy dogs.\n" for i in range(60))
-    )
+    path.write_text("".join(f"Line {i}: the quick brown fox jumps over {i % 7} lazy dogs.\n" for i in range(60)))
     return path
 
 
@@ -72,9 +70,7 @@ def test_tbptt_values_cross_the_chunk_boundary_gradients_do_not(data, cell: str)
     module.training_step(first, 0)
     loss = module.training_step(second, 1)
     # The second chunk's loss reaches the second chunk's embeddings, not the first's.
-    grad_first, grad_second = torch.autograd.grad(
-        loss, [embedded[0], embedded[1]], allow_unused=True
-    )
+    grad_first, grad_second = torch.autograd.grad(loss, [embedded[0], embedded[1]], allow_unused=True)
     assert grad_first is None or torch.count_nonzero(grad_first) == 0
     assert torch.count_nonzero(grad_second) > 0
 
@@ -106,12 +102,8 @@ def test_validation_in_mid_epoch_leaves_the_training_state_alone(data) -> None:
 
 
 @pytest.mark.parametrize("level", ["char", "word"])
-def test_validation_loss_ppl_and_bits_per_character(
-    corpus: Path, tmp_path: Path, level: str
-) -> None:
-    data = LanguageModelDataModule(
-        files=[str(corpus)], level=level, eval_batch_size=1, bptt=10, val_fraction=0.2
-    )
+def test_validation_loss_ppl_and_bits_per_character(corpus: Path, tmp_path: Path, level: str) -> None:
+    data = LanguageModelDataModule(files=[str(corpus)], level=level, eval_batch_size=1, bptt=10, val_fraction=0.2)
     module = _module(data).eval()
     metrics = _trainer(tmp_path).validate(module, data, verbose=False)[0]
 
@@ -140,9 +132,7 @@ class _FirstChunk(L.Callback):
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def on_validation_batch_start(
-        self, trainer, pl_module, batch, batch_idx, dataloader_idx=0
-    ) -> None:
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         if batch_idx == 0:
             torch.save(batch["inputs"], self.directory / f"rank{trainer.global_rank}.pt")
 
@@ -150,9 +140,7 @@ class _FirstChunk(L.Callback):
 @pytest.mark.slow
 def test_ddp_processes_split_the_streams_and_sum_exactly(corpus: Path, tmp_path: Path) -> None:
     def data() -> LanguageModelDataModule:
-        return LanguageModelDataModule(
-            files=[str(corpus)], batch_size=4, eval_batch_size=4, bptt=12
-        )
+        return LanguageModelDataModule(files=[str(corpus)], batch_size=4, eval_batch_size=4, bptt=12)
 
     module = _module(data())
     one = _trainer(tmp_path).validate(module, data(), verbose=False)[0]
@@ -185,9 +173,7 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor(data, tmp_path: Path)
 # --- checkpoints and generation ------------------------------------------------------------------
 
 
-def test_checkpoint_reloads_with_weights_only_and_generates_the_same_text(
-    data, tmp_path: Path, capsys
-) -> None:
+def test_checkpoint_reloads_with_weights_only_and_generates_the_same_text(data, tmp_path: Path, capsys) -> None:
     module = _module(data, cell="gru", sample_tokens=5)
     trainer = _trainer(tmp_path, max_steps=3, limit_val_batches=1)
     trainer.fit(module, data)
@@ -229,12 +215,8 @@ def test_word_level_generation_starts_each_line_with_bos(corpus: Path) -> None:
     with torch.no_grad():
         logits, new_state = step(tokens, state)
         eos_logits, eos_state = module.model.step(tokens, state)
-        bos_logits, bos_state = module.model.step(
-            torch.full_like(tokens, Vocabulary.bos_id), eos_state
-        )
-    assert torch.allclose(logits[0, 4:], bos_logits[0, 4:]) and torch.allclose(
-        logits[1, 4:], eos_logits[1, 4:]
-    )
+        bos_logits, bos_state = module.model.step(torch.full_like(tokens, Vocabulary.bos_id), eos_state)
+    assert torch.allclose(logits[0, 4:], bos_logits[0, 4:]) and torch.allclose(logits[1, 4:], eos_logits[1, 4:])
     assert torch.allclose(new_state[0][:, 0], bos_state[0][:, 0]) and torch.allclose(
         new_state[0][:, 1], eos_state[0][:, 1]
     )
@@ -254,9 +236,7 @@ FAST = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("lm*.yaml")))
-def test_every_lm_config_fits(
-    name: str, corpus: Path, shapes_root: Path, tmp_path: Path, monkeypatch
-) -> None:
+def test_every_lm_config_fits(name: str, corpus: Path, shapes_root: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # the configs write under runs/
     source = {
         "lm.yaml": ["--data.max_chars", "20000"],
@@ -266,9 +246,7 @@ def test_every_lm_config_fits(
     cli = lm_main(["fit", "--config", str(CONFIGS / name), *FAST, *source.get(name, [])])
     assert 1 <= cli.trainer.global_step <= 3
     assert math.isfinite(float(cli.trainer.callback_metrics["val/bpc"]))
-    last = torch.load(
-        next(tmp_path.glob("runs/**/last.ckpt")), map_location="cpu", weights_only=True
-    )
+    last = torch.load(next(tmp_path.glob("runs/**/last.ckpt")), map_location="cpu", weights_only=True)
     assert last["hyper_parameters"]["level"] == cli.datamodule.level
 
 
@@ -280,9 +258,7 @@ def test_caption_decoder_starts_from_a_language_model_trained_on_the_captions(
 ) -> None:
     from captioning.data.captions import CaptionDataModule
 
-    data = LanguageModelDataModule(
-        caption_root=str(shapes_root), level="word", batch_size=4, bptt=10
-    )
+    data = LanguageModelDataModule(caption_root=str(shapes_root), level="word", batch_size=4, bptt=10)
     module = _module(data)
     trainer = _trainer(tmp_path, max_steps=2, limit_val_batches=0)
     trainer.fit(module, data)
@@ -290,15 +266,11 @@ def test_caption_decoder_starts_from_a_language_model_trained_on_the_captions(
     trainer.save_checkpoint(path)
 
     caption_vocab = CaptionDataModule(root=str(shapes_root)).vocab_tokens
-    decoder = Decoder(
-        len(caption_vocab), TINY["embed_dim"], TINY["hidden_dim"], TINY["num_layers"], 0.0, "lstm"
-    ).eval()
+    decoder = Decoder(len(caption_vocab), TINY["embed_dim"], TINY["hidden_dim"], TINY["num_layers"], 0.0, "lstm").eval()
     init_decoder_from_language_model(decoder, path, caption_vocab)
     tokens = torch.tensor([Vocabulary.bos_id, 5])
     state = module.model.init_state(2)
-    assert torch.allclose(
-        decoder.step(tokens, state)[0], module.model.eval().step(tokens, state)[0]
-    )
+    assert torch.allclose(decoder.step(tokens, state)[0], module.model.eval().step(tokens, state)[0])
 
     with pytest.raises(ValueError, match="vocabulary"):
         init_decoder_from_language_model(decoder, path, caption_vocab[:-1])
@@ -330,9 +302,9 @@ def test_hidden_gradient_norms_end_with_the_output_layer_gradient() -> None:
 
 def test_gradient_flow_callback_writes_a_plot(data, tmp_path: Path) -> None:
     callback = GradientFlow(rows=2, dirpath=str(tmp_path / "plots"))
-    _trainer(
-        tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0, callbacks=[callback]
-    ).fit(_module(data), data)
+    _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0, callbacks=[callback]).fit(
+        _module(data), data
+    )
     assert callback.last_path == tmp_path / "plots" / "gradient_flow_epoch0.png"
     assert callback.last_path.read_bytes()[:4] == b"\x89PNG"
     assert callback.last_norms.shape == (13,)

@@ -44,8 +44,7 @@ WORDS = [
 def make_text(lines: int = 120, seed: int = 0) -> str:
     rng = random.Random(seed)
     return "".join(
-        " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))).capitalize() + ".\n"
-        for _ in range(lines)
+        " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))).capitalize() + ".\n" for _ in range(lines)
     )
 
 
@@ -83,9 +82,7 @@ def test_stream_layout_is_contiguous_and_covers_every_pair_once(n: int, streams:
 
 
 def test_train_chunks_are_contiguous_streams_that_cover_the_training_span(text_file: Path) -> None:
-    data = LanguageModelDataModule(
-        files=[str(text_file)], batch_size=3, bptt=7, val_fraction=0.1, test_fraction=0.1
-    )
+    data = LanguageModelDataModule(files=[str(text_file)], batch_size=3, bptt=7, val_fraction=0.1, test_fraction=0.1)
     data.setup("fit")
     chunks = list(data.train_dataloader())
     assert len(chunks) == len(data.train_dataloader()) > 1
@@ -105,9 +102,7 @@ def test_train_chunks_are_contiguous_streams_that_cover_the_training_span(text_f
 
 
 def test_validation_predicts_every_token_of_its_span(text_file: Path) -> None:
-    data = LanguageModelDataModule(
-        files=[str(text_file)], eval_batch_size=4, val_fraction=0.2, test_fraction=0.1
-    )
+    data = LanguageModelDataModule(files=[str(text_file)], eval_batch_size=4, val_fraction=0.2, test_fraction=0.1)
     text = text_file.read_text()
     n_val, n_test = round(0.2 * len(text)), round(0.1 * len(text))
     n_train = len(text) - n_val - n_test
@@ -177,9 +172,7 @@ def test_default_corpus_is_python_help_text() -> None:
 def test_files_and_globs_in_order(tmp_path: Path) -> None:
     (tmp_path / "b.txt").write_text("second")
     (tmp_path / "a.txt").write_text("first\n")
-    data = LanguageModelDataModule(
-        files=[str(tmp_path / "*.txt")], val_fraction=0.0, test_fraction=0.0
-    )
+    data = LanguageModelDataModule(files=[str(tmp_path / "*.txt")], val_fraction=0.0, test_fraction=0.0)
     assert data.spans()["train"][0] == "first\nsecond\n"
     with pytest.raises(FileNotFoundError, match="matches no file"):
         LanguageModelDataModule(files=[str(tmp_path / "nope*.txt")]).spans()

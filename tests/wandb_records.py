@@ -47,7 +47,9 @@ def _key(item) -> str:
 
 
 def history_rows(path: Path) -> list[dict]:
-    return [{_key(i): json.loads(i.value_json) for i in r.history.item} for r in read_records(path) if r.HasField("history")]
+    return [
+        {_key(i): json.loads(i.value_json) for i in r.history.item} for r in read_records(path) if r.HasField("history")
+    ]
 
 
 def summary(path: Path) -> dict:

@@ -58,13 +58,17 @@ def detect_format(root: Path) -> str:
 
 
 def _table(images: list[str], captions: list[list[str]]) -> datasets.Dataset:
-    return datasets.Dataset.from_dict({"image": images, "captions": captions}).cast_column("image", datasets.Image(decode=False))
+    return datasets.Dataset.from_dict({"image": images, "captions": captions}).cast_column(
+        "image", datasets.Image(decode=False)
+    )
 
 
 def _load_karpathy(root: Path, image_root: Path, split: str) -> datasets.Dataset:
     found = sorted(root.glob("dataset_*.json"))
     if len(found) > 1:
-        raise ValueError(f"{root} holds several Karpathy split files ({', '.join(f.name for f in found)}): keep one per data.root")
+        raise ValueError(
+            f"{root} holds several Karpathy split files ({', '.join(f.name for f in found)}): keep one per data.root"
+        )
     annotations = found[0]
     images, captions = [], []
     try:
@@ -131,7 +135,9 @@ def load_split(root: str | Path, split: str, format: str = "auto", image_root: s
     if format == "imagefolder":
         folder = root / split
         if not (folder / "metadata.jsonl").is_file():
-            raise FileNotFoundError(f"{folder / 'metadata.jsonl'} not found: each split of an imagefolder data set needs one")
+            raise FileNotFoundError(
+                f"{folder / 'metadata.jsonl'} not found: each split of an imagefolder data set needs one"
+            )
         check_metadata(folder / "metadata.jsonl")
         table = datasets.load_dataset("imagefolder", data_files={split: [str(folder / "**")]}, split=split)
         table = table.cast_column("image", datasets.Image(decode=False))
@@ -144,7 +150,11 @@ def load_split(root: str | Path, split: str, format: str = "auto", image_root: s
         raise ValueError(f"split {split!r} of {root} is empty")
     missing = [source for source in image_sources(table) if isinstance(source, str) and not Path(source).is_file()]
     if missing:
-        fix = "fix their file_name in metadata.jsonl" if format == "imagefolder" else "check data.image_root (where the image files are)"
+        fix = (
+            "fix their file_name in metadata.jsonl"
+            if format == "imagefolder"
+            else "check data.image_root (where the image files are)"
+        )
         raise FileNotFoundError(
             f"{len(missing)} of the {len(table)} images of split {split!r} of {root} are missing, e.g. {missing[0]}: "
             f"{fix}, or remove their captions"
@@ -201,7 +211,9 @@ class CaptionPairs(Dataset):
 class CaptionedImages(Dataset):
     """Evaluation items: one per image, with every reference caption (tokenised)."""
 
-    def __init__(self, inputs: Dataset | Tensor, captions: list[list[list[int]]], references: list[list[list[str]]]) -> None:
+    def __init__(
+        self, inputs: Dataset | Tensor, captions: list[list[list[int]]], references: list[list[list[str]]]
+    ) -> None:
         self.inputs, self.captions, self.references = inputs, captions, references
 
     def __len__(self) -> int:
@@ -269,7 +281,11 @@ class CaptionDataModule(L.LightningDataModule):
         super().__init__()
         if format not in FORMATS:
             raise ValueError(f"data.format must be one of {FORMATS}, got {format!r}")
-        for option, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("max_caption_length", max_caption_length)):
+        for option, value in (
+            ("batch_size", batch_size),
+            ("eval_batch_size", eval_batch_size),
+            ("max_caption_length", max_caption_length),
+        ):
             if value < 1:
                 raise ValueError(f"data.{option} must be >= 1, got {value}")
         self.save_hyperparameters()

@@ -113,7 +113,9 @@ def load_or_compute(
     if not compute:
         return None
     encoder = ImageEncoder(backbone, pretrained=pretrained, spatial_grid=spatial_grid).to(device)
-    features = compute_features(sources, encoder, backbone, image_size, num_workers=num_workers, description=f"features {name}")
+    features = compute_features(
+        sources, encoder, backbone, image_size, num_workers=num_workers, description=f"features {name}"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial")
     torch.save(features, partial)

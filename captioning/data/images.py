@@ -94,7 +94,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # 1, L, P, CMYK, YCbCr, LAB, HSV
 
 
-def load_rgb(source: ImageSource, target_size: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_rgb(
+    source: ImageSource, target_size: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Image.Image:
     """Open an image file (or its bytes) as an upright RGB picture.
 
     Args:
@@ -165,7 +167,11 @@ def list_images(source: str | os.PathLike, recursive: bool = False) -> list[str]
         base = os.path.dirname(text)
         with open(text, encoding="utf-8") as lines:
             names = [line.strip() for line in lines]
-        paths = [name if os.path.isabs(name) else os.path.join(base, name) for name in names if name and not name.startswith("#")]
+        paths = [
+            name if os.path.isabs(name) else os.path.join(base, name)
+            for name in names
+            if name and not name.startswith("#")
+        ]
         return list(dict.fromkeys(paths))  # keep the list's order, drop repeats
     if glob.has_magic(text):
         matches = glob.glob(text, recursive=True)  # whoever writes ** means any depth

@@ -116,7 +116,9 @@ def draw(objects: list[ShapeObject], rng: random.Random, image_size: int) -> Ima
             side = radius * 0.85
             pen.rectangle((cx - side, cy - side, cx + side, cy + side), fill=fill)
         elif obj.shape == "triangle":
-            pen.polygon([(cx, cy - radius), (cx + radius, cy + radius * 0.8), (cx - radius, cy + radius * 0.8)], fill=fill)
+            pen.polygon(
+                [(cx, cy - radius), (cx + radius, cy + radius * 0.8), (cx - radius, cy + radius * 0.8)], fill=fill
+            )
         else:  # diamond
             pen.polygon([(cx, cy - radius), (cx + radius, cy), (cx, cy + radius), (cx - radius, cy)], fill=fill)
     return image.resize((image_size, image_size), Image.Resampling.LANCZOS)

@@ -73,9 +73,7 @@ def read_files(patterns: list[str]) -> str:
     """Concatenate the files matched by ``patterns`` (paths or globs), in the order given."""
     parts = []
     for pattern in patterns:
-        matches = (
-            sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
-        )
+        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
         if not matches or not all(Path(m).is_file() for m in matches):
             raise FileNotFoundError(f"data.files: {pattern!r} matches no file")
         for match in matches:
@@ -90,9 +88,7 @@ def read_hf(name: str, config: str | None, split: str, column: str) -> str:
 
     table = datasets.load_dataset(name, config, split=split)
     if column not in table.column_names:
-        raise ValueError(
-            f"data.text_column {column!r} is not a column of {name} (columns: {table.column_names})"
-        )
+        raise ValueError(f"data.text_column {column!r} is not a column of {name} (columns: {table.column_names})")
     return "\n".join(row.rstrip("\n") for row in table[column]) + "\n"
 
 
@@ -163,9 +159,7 @@ def detokenize(tokens: list[str], level: str) -> str:
 # --- streams ---------------------------------------------------------------------------------
 
 
-def stream_layout(
-    ids: Tensor, targets: Tensor, chars: Tensor, num_streams: int
-) -> tuple[Tensor, Tensor, Tensor]:
+def stream_layout(ids: Tensor, targets: Tensor, chars: Tensor, num_streams: int) -> tuple[Tensor, Tensor, Tensor]:
     """Lay one span out as ``num_streams`` contiguous streams (see the module docstring).
 
     Args:
@@ -282,9 +276,7 @@ class LanguageModelDataModule(L.LightningDataModule):
             if value < 1:
                 raise ValueError(f"data.{option} must be >= 1, got {value}")
         if max_chars is not None and (max_chars < 1 or caption_root):
-            raise ValueError(
-                f"data.max_chars must be >= 1 and cannot cut caption splits, got {max_chars}"
-            )
+            raise ValueError(f"data.max_chars must be >= 1 and cannot cut caption splits, got {max_chars}")
         self.save_hyperparameters()
         self.hparams.files = files
         self._spans: dict[str, tuple[list[str] | str, list[float] | None]] | None = None
@@ -314,13 +306,10 @@ class LanguageModelDataModule(L.LightningDataModule):
         h = self.hparams
         if self.source == "caption_root":
             texts = {
-                split: "\n".join(caption_lines(h.caption_root, split, h.caption_format)) + "\n"
-                for split in SPLITS[:2]
+                split: "\n".join(caption_lines(h.caption_root, split, h.caption_format)) + "\n" for split in SPLITS[:2]
             }
             try:
-                texts["test"] = (
-                    "\n".join(caption_lines(h.caption_root, "test", h.caption_format)) + "\n"
-                )
+                texts["test"] = "\n".join(caption_lines(h.caption_root, "test", h.caption_format)) + "\n"
             except (FileNotFoundError, ValueError):
                 texts["test"] = ""  # no test split: an error only if the test loop asks for it
             self._spans = {split: self._tokens(text) for split, text in texts.items()}
@@ -338,18 +327,13 @@ class LanguageModelDataModule(L.LightningDataModule):
         n_val, n_test = round(n * h.val_fraction), round(n * h.test_fraction)
         n_train = n - n_val - n_test
         if n_train < 2:
-            raise ValueError(
-                f"the training span has {n_train} tokens: the corpus ({n} tokens) is too small"
-            )
+            raise ValueError(f"the training span has {n_train} tokens: the corpus ({n} tokens) is too small")
         bounds = {
             "train": (0, n_train),
             "validation": (n_train - 1, n_train + n_val),
             "test": (n_train + n_val - 1, n),
         }
-        self._spans = {
-            split: (tokens[a:b], None if chars is None else chars[a:b])
-            for split, (a, b) in bounds.items()
-        }
+        self._spans = {split: (tokens[a:b], None if chars is None else chars[a:b]) for split, (a, b) in bounds.items()}
         return self._spans
 
     @property
@@ -374,17 +358,13 @@ class LanguageModelDataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def streams(
-        self, split: str, rank: int = 0, world_size: int = 1
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def streams(self, split: str, rank: int = 0, world_size: int = 1) -> tuple[Tensor, Tensor, Tensor]:
         """``inputs``, ``targets`` and ``chars`` (S / world_size, L) of one split, for one process."""
         h = self.hparams
         total = h.batch_size if split == "train" else h.eval_batch_size
         if total % world_size:
             option = "batch_size" if split == "train" else "eval_batch_size"
-            raise ValueError(
-                f"data.{option} ({total}) must be divisible by the number of processes ({world_size})"
-            )
+            raise ValueError(f"data.{option} ({total}) must be divisible by the number of processes ({world_size})")
         tokens, chars = self.spans()[split]
         if len(tokens) < 2:
             fixes = {
@@ -397,9 +377,7 @@ class LanguageModelDataModule(L.LightningDataModule):
         ids = encode(tokens, self.vocabulary)  # (N,)
         # <bos> is given, never predicted
         targets = ids.masked_fill(ids == Vocabulary.bos_id, IGNORE_INDEX)
-        weights = (
-            torch.ones(len(ids)) if chars is None else torch.tensor(chars, dtype=torch.float32)
-        )
+        weights = torch.ones(len(ids)) if chars is None else torch.tensor(chars, dtype=torch.float32)
         layout = stream_layout(ids, targets, weights, total)
         per_rank = total // world_size
         return tuple(x[rank * per_rank : (rank + 1) * per_rank] for x in layout)
@@ -410,9 +388,7 @@ class LanguageModelDataModule(L.LightningDataModule):
         for split in wanted.get(stage, SPLITS):
             # An empty span (val_fraction 0, say) is an error only when its loader is asked for.
             if split not in self._datasets and len(self.spans()[split][0]) >= 2:
-                self._datasets[split] = Chunks(
-                    *self.streams(split, rank, world_size), self.hparams.bptt
-                )
+                self._datasets[split] = Chunks(*self.streams(split, rank, world_size), self.hparams.bptt)
 
     def _loader(self, split: str) -> DataLoader:
         if split not in self._datasets:

@@ -97,9 +97,7 @@ def main() -> None:
     print(f"{'t':>2} {'x_t':>3} {'h1 (now)':>9} {'h2 (prev)':>9} {'z':>6} {'y_t':>3}")
     for t, x in enumerate(bits):
         h1, h2 = hidden[0, t].tolist()
-        print(
-            f"{t + 1:>2} {x:>3} {h1:>+9.3f} {h2:>+9.3f} {z[0, t].item():>+6.2f} {y[0, t].item():>3}"
-        )
+        print(f"{t + 1:>2} {x:>3} {h1:>+9.3f} {h2:>+9.3f} {z[0, t].item():>+6.2f} {y[0, t].item():>3}")
 
 
 if __name__ == "__main__":

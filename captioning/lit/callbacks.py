@@ -34,7 +34,12 @@ class CaptionWriter(BasePredictionWriter):
     """
 
     def __init__(
-        self, output: str | os.PathLike, errors: ErrorLog, done: set[str], progress: bool = True, total: int | None = None
+        self,
+        output: str | os.PathLike,
+        errors: ErrorLog,
+        done: set[str],
+        progress: bool = True,
+        total: int | None = None,
     ) -> None:
         super().__init__(write_interval="batch")
         self.output = Path(output)
@@ -50,7 +55,9 @@ class CaptionWriter(BasePredictionWriter):
         self.error_part = CaptionFile(part_path(self.output, rank, errors=True))
         share = len(range(rank, self.total, world)) if self.total is not None else None  # the sampler's rank::world
         show = self.progress and trainer.is_global_zero
-        self.bar = tqdm(total=share, desc=f"caption (process 1 of {world})", unit="img", disable=not show, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=share, desc=f"caption (process 1 of {world})", unit="img", disable=not show, dynamic_ncols=True
+        )
 
     def write_on_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: dict, batch_indices, batch, batch_idx: int, dataloader_idx: int

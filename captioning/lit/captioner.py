@@ -85,7 +85,9 @@ class CaptioningModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if not vocab_tokens:
-            raise ValueError("model.vocab_tokens is required: the CLI links it from the data module's training captions")
+            raise ValueError(
+                "model.vocab_tokens is required: the CLI links it from the data module's training captions"
+            )
         if lr_scaling not in LR_SCALINGS:
             raise ValueError(f"model.lr_scaling must be one of {LR_SCALINGS}, got {lr_scaling!r}")
         if not 0 <= warmup_fraction < 1:
@@ -120,7 +122,13 @@ class CaptioningModule(L.LightningModule):
         start = torch.full((inputs.size(0),), self.vocab.bos_id, dtype=torch.long, device=inputs.device)
         options.setdefault("max_length", self.hparams.max_caption_length)
         return decoding.decode(
-            self.decoder.step, state, start, strategy=strategy, eos_id=self.vocab.eos_id, pad_id=self.vocab.pad_id, **options
+            self.decoder.step,
+            state,
+            start,
+            strategy=strategy,
+            eos_id=self.vocab.eos_id,
+            pad_id=self.vocab.pad_id,
+            **options,
         )
 
     def captions(self, decoded: decoding.Decoded) -> list[str]:
@@ -161,7 +169,9 @@ class CaptioningModule(L.LightningModule):
         scores = self._log_bleu("val")
         if not self.trainer.sanity_checking:
             lines = [f"epoch {self.current_epoch}: val BLEU-4 {scores['bleu4']:.3f}"]
-            lines += [f"  generated: {s['generated']}\n  reference: {s['references'][0]}" for s in self.validation_samples[:3]]
+            lines += [
+                f"  generated: {s['generated']}\n  reference: {s['references'][0]}" for s in self.validation_samples[:3]
+            ]
             self.print("\n".join(lines))
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
@@ -196,7 +206,9 @@ class CaptioningModule(L.LightningModule):
     def configure_optimizers(self) -> dict:
         scale = self.lr_scale()
         encoder_params = [p for p in self.encoder.parameters() if p.requires_grad]
-        groups = [{"params": [*self.decoder.parameters(), *self.init_state.parameters()], "lr": self.hparams.lr * scale}]
+        groups = [
+            {"params": [*self.decoder.parameters(), *self.init_state.parameters()], "lr": self.hparams.lr * scale}
+        ]
         if encoder_params:
             groups.append({"params": encoder_params, "lr": self.hparams.encoder_lr * scale})
         optimizer = torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay)
@@ -223,5 +235,7 @@ def load_captioner(checkpoint: str | Path, map_location: str | torch.device = "c
     encoder's weights. Read with ``weights_only=True``.
     """
     read_checkpoint(checkpoint, "captioner", mmap=True)  # a clear error for a missing file or the wrong kind
-    model = CaptioningModule.load_from_checkpoint(checkpoint, map_location=map_location, pretrained=False, weights_only=True)
+    model = CaptioningModule.load_from_checkpoint(
+        checkpoint, map_location=map_location, pretrained=False, weights_only=True
+    )
     return model.eval()

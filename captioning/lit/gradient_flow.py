@@ -43,11 +43,7 @@ def hidden_gradient_norms(model: RNNLanguageModel, inputs: Tensor, target: Tenso
     # cuDNN refuses RNN backward in eval mode; the native kernels compute the same thing.
     with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
         state = model.init_state(inputs.size(0))
-        state = (
-            state.requires_grad_()
-            if isinstance(state, Tensor)
-            else tuple(s.requires_grad_() for s in state)
-        )
+        state = state.requires_grad_() if isinstance(state, Tensor) else tuple(s.requires_grad_() for s in state)
         hiddens = []  # h_0 .. h_{T-1}: (L, B, H) each, the state entering the next step
         for t in range(inputs.size(1)):
             hiddens.append(state if isinstance(state, Tensor) else state[0])
@@ -123,11 +119,7 @@ class GradientFlow(Callback):
             )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if (
-            self._chunk is None
-            or (trainer.current_epoch + 1) % self.every_n_epochs
-            or not trainer.is_global_zero
-        ):
+        if self._chunk is None or (trainer.current_epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
             return
         inputs, target = self._chunk
         keep = target != -100  # rows whose last step predicts something
@@ -159,6 +151,4 @@ def _log_image(logger, path: Path, curves: dict[str, Tensor], title: str, step: 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        logger.experiment.add_figure(
-            "gradient_flow", _figure(curves, title, plt), global_step=step, close=True
-        )
+        logger.experiment.add_figure("gradient_flow", _figure(curves, title, plt), global_step=step, close=True)

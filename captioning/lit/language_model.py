@@ -90,9 +90,7 @@ class LanguageModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if not vocab_tokens:
-            raise ValueError(
-                "model.vocab_tokens is required: the CLI links it from the data module's training span"
-            )
+            raise ValueError("model.vocab_tokens is required: the CLI links it from the data module's training span")
         if level not in LEVELS:
             raise ValueError(f"model.level must be one of {LEVELS}, got {level!r}")
         if schedule not in SCHEDULES:
@@ -103,14 +101,10 @@ class LanguageModule(L.LightningModule):
             raise ValueError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
         self.save_hyperparameters()
         self.vocab = Vocabulary(vocab_tokens)
-        self.model = RNNLanguageModel(
-            len(self.vocab), embed_dim, hidden_dim, num_layers, dropout, cell, tie_weights
-        )
+        self.model = RNNLanguageModel(len(self.vocab), embed_dim, hidden_dim, num_layers, dropout, cell, tie_weights)
         self._train_state: State | None = None  # carried from chunk to chunk, detached
         self._eval_state: State | None = None
-        self._sums: Tensor | None = (
-            None  # summed nats, predicted tokens, characters of one evaluation
-        )
+        self._sums: Tensor | None = None  # summed nats, predicted tokens, characters of one evaluation
 
     # -- model -------------------------------------------------------------------------------
 
@@ -260,9 +254,7 @@ class LanguageModule(L.LightningModule):
             elif not prompt.endswith("\n"):
                 tokens = tokens[:-1]  # the last line goes on: no <eos>
         index = {t: i for i, t in enumerate(self.vocab.tokens)}
-        return [index.get(t, self.vocab.unk_id) for t in tokens] or [
-            self.vocab.pad_id
-        ]  # <pad> embeds to zeros
+        return [index.get(t, self.vocab.unk_id) for t in tokens] or [self.vocab.pad_id]  # <pad> embeds to zeros
 
     def _step_fn(self) -> decoding.StepFn:
         """The model's step for :mod:`captioning.decoding`: never a token the model is not trained to
@@ -309,9 +301,7 @@ class LanguageModule(L.LightningModule):
         if ids.size(1) > 1:
             _, state = self.model(ids[:, :-1], state)
         if strategy == "sample":
-            options["generator"] = (
-                None if seed is None else torch.Generator(self.device).manual_seed(seed)
-            )
+            options["generator"] = None if seed is None else torch.Generator(self.device).manual_seed(seed)
         # pad_id doubles as the end token: it is never chosen, so no row stops before max_tokens.
         pad = self.vocab.pad_id
         decoded = decoding.decode(
@@ -345,9 +335,7 @@ def _join(prompt: str, continuation: str, level: str) -> str:
 # --- checkpoints --------------------------------------------------------------------------------
 
 
-def load_language_model(
-    path: str | Path, map_location: str | torch.device = "cpu"
-) -> LanguageModule:
+def load_language_model(path: str | Path, map_location: str | torch.device = "cpu") -> LanguageModule:
     """Rebuild a :class:`LanguageModule` from a checkpoint with ``torch.load(weights_only=True)``:
     only tensors and plain values are unpickled, and nothing but the file is needed."""
     checkpoint = read_checkpoint(path, "language model", map_location)
@@ -358,9 +346,7 @@ def load_language_model(
     return module.to(map_location).eval()
 
 
-def decoder_state_from_checkpoint(
-    path: str | Path, vocab_tokens: list[str], decoder: nn.Module
-) -> dict[str, Tensor]:
+def decoder_state_from_checkpoint(path: str | Path, vocab_tokens: list[str], decoder: nn.Module) -> dict[str, Tensor]:
     """The ``embed``, ``rnn`` and ``out`` weights of a language model checkpoint, ready for
     ``decoder.load_state_dict`` of a caption :class:`~captioning.models.decoder.Decoder`.
 
@@ -377,11 +363,7 @@ def decoder_state_from_checkpoint(
             f"{saved.get('level')!r}) differs from the captioner's ({len(vocab_tokens)} tokens): train it with "
             "--data.caption_root on the same data set, --data.level word and the same min_freq"
         )
-    state = {
-        k.removeprefix("model."): v
-        for k, v in checkpoint["state_dict"].items()
-        if k.startswith("model.")
-    }
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     wanted = decoder.state_dict()
     mismatched = sorted(k for k in wanted if k not in state or state[k].shape != wanted[k].shape)
     if mismatched:
@@ -393,8 +375,6 @@ def decoder_state_from_checkpoint(
     return {k: state[k] for k in wanted}
 
 
-def init_decoder_from_language_model(
-    decoder: nn.Module, path: str | Path, vocab_tokens: list[str]
-) -> None:
+def init_decoder_from_language_model(decoder: nn.Module, path: str | Path, vocab_tokens: list[str]) -> None:
     """Load a language model's weights into a caption decoder, in place (see :func:`decoder_state_from_checkpoint`)."""
     decoder.load_state_dict(decoder_state_from_checkpoint(path, vocab_tokens, decoder))

@@ -117,10 +117,14 @@ def log_grad_norm(module: L.LightningModule) -> None:
 class Throughput(L.Callback):
     """Logs ``train/images_per_s``: image-caption pairs per second of training step, per process."""
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, batch_idx: int
+    ) -> None:
         self._start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: dict, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: dict, batch_idx: int
+    ) -> None:
         elapsed = time.perf_counter() - self._start
         if elapsed > 0:
             pl_module.log("train/images_per_s", len(batch["lengths"]) / elapsed, batch_size=1)
@@ -141,7 +145,9 @@ class CaptionSamples(L.Callback):
         run_dir = run_directory(trainer)
         sources = [trainer.datamodule.image_source("validation", s["index"]) for s in samples]
         if run_dir is not None:
-            rows = [{**s, "image": src if isinstance(src, str) else None} for s, src in zip(samples, sources, strict=True)]
+            rows = [
+                {**s, "image": src if isinstance(src, str) else None} for s, src in zip(samples, sources, strict=True)
+            ]
             folder = run_dir / "samples"
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"epoch_{trainer.current_epoch:03d}.jsonl"
@@ -151,7 +157,11 @@ class CaptionSamples(L.Callback):
                 import wandb
 
                 data = [
-                    [wandb.Image(thumbnail(src, 128)) if isinstance(src, str) else None, s["generated"], " | ".join(s["references"])]
+                    [
+                        wandb.Image(thumbnail(src, 128)) if isinstance(src, str) else None,
+                        s["generated"],
+                        " | ".join(s["references"]),
+                    ]
                     for s, src in zip(samples, sources, strict=True)
                 ]
                 logger.log_table("val/samples", columns=["image", "generated", "references"], data=data)

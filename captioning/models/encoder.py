@@ -52,7 +52,9 @@ def ensure_weights_cached(weights: models.WeightsEnum) -> Path:
     if has_shipped:
         with importlib.resources.as_file(shipped) as source:
             if not sha256_file(source).startswith(expected_prefix):
-                raise ValueError(f"{source} does not match the hash {expected_prefix} of {name}: reinstall {_OFFLINE_PACKAGE}")
+                raise ValueError(
+                    f"{source} does not match the hash {expected_prefix} of {name}: reinstall {_OFFLINE_PACKAGE}"
+                )
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_suffix(".partial")
             shutil.copyfile(source, partial)
@@ -134,7 +136,9 @@ class ImageEncoder(nn.Module):
             raise ValueError(f"spatial_grid must be >= 1, got {spatial_grid}")
         self.body, channels = _headless(backbone, build_classifier(backbone, pretrained))
         if not 0 <= trainable_blocks <= len(self.body):
-            raise ValueError(f"trainable_blocks must be in [0, {len(self.body)}] for {backbone}, got {trainable_blocks}")
+            raise ValueError(
+                f"trainable_blocks must be in [0, {len(self.body)}] for {backbone}, got {trainable_blocks}"
+            )
         self.trainable_blocks = trainable_blocks
         for i, block in enumerate(self.body):
             block.requires_grad_(i >= len(self.body) - trainable_blocks)

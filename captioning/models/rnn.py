@@ -61,9 +61,7 @@ class VanillaRNN(nn.Module):
 
     batch_first = True  # fixed: the whole project is batch-first; kept for duck-typing with nn.RNN
 
-    def __init__(
-        self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0
-    ) -> None:
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0) -> None:
         super().__init__()
         if input_size < 1:
             raise ValueError(f"input_size must be >= 1, got {input_size}")
@@ -80,12 +78,8 @@ class VanillaRNN(nn.Module):
         for layer in range(num_layers):
             in_size = input_size if layer == 0 else hidden_size
             # W_xh: (H, I) for layer 0, (H, H) above; W_hh: (H, H); b: (H,)
-            self.register_parameter(
-                f"weight_ih_l{layer}", nn.Parameter(torch.empty(hidden_size, in_size))
-            )
-            self.register_parameter(
-                f"weight_hh_l{layer}", nn.Parameter(torch.empty(hidden_size, hidden_size))
-            )
+            self.register_parameter(f"weight_ih_l{layer}", nn.Parameter(torch.empty(hidden_size, in_size)))
+            self.register_parameter(f"weight_hh_l{layer}", nn.Parameter(torch.empty(hidden_size, hidden_size)))
             self.register_parameter(f"bias_l{layer}", nn.Parameter(torch.empty(hidden_size)))
         self.reset_parameters()
 
@@ -121,17 +115,13 @@ class VanillaRNN(nn.Module):
         if not isinstance(rnn, nn.RNN):
             raise ValueError(f"expected an nn.RNN, got {type(rnn).__name__}")
         if rnn.nonlinearity != "tanh":
-            raise ValueError(
-                f"only nonlinearity='tanh' matches VanillaRNN, got {rnn.nonlinearity!r}"
-            )
+            raise ValueError(f"only nonlinearity='tanh' matches VanillaRNN, got {rnn.nonlinearity!r}")
         if rnn.bidirectional:
             raise ValueError("bidirectional nn.RNN has no VanillaRNN equivalent")
         mine = (self.input_size, self.hidden_size, self.num_layers)
         theirs = (rnn.input_size, rnn.hidden_size, rnn.num_layers)
         if mine != theirs:
-            raise ValueError(
-                f"(input_size, hidden_size, num_layers) differ: {mine} here, {theirs} in nn.RNN"
-            )
+            raise ValueError(f"(input_size, hidden_size, num_layers) differ: {mine} here, {theirs} in nn.RNN")
         for layer in range(self.num_layers):
             w_ih, w_hh, b = self.layer_parameters(layer)
             w_ih.copy_(getattr(rnn, f"weight_ih_l{layer}"))
@@ -174,9 +164,7 @@ class VanillaRNN(nn.Module):
             # new_zeros: h0 follows the parameters' device and dtype
             h0 = self.weight_ih_l0.new_zeros(shape)
         elif tuple(h0.shape) != shape:
-            raise ValueError(
-                f"h0 must be (num_layers, B, hidden_size) = {shape}, got {tuple(h0.shape)}"
-            )
+            raise ValueError(f"h0 must be (num_layers, B, hidden_size) = {shape}, got {tuple(h0.shape)}")
 
         layer_input = inputs  # (B, T, I) for layer 0, (B, T, H) above
         last_states = []
@@ -202,9 +190,7 @@ class VanillaRNN(nn.Module):
         )
 
 
-def build_rnn(
-    cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float
-) -> nn.Module:
+def build_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> nn.Module:
     """Return a multilayer, batch-first recurrent module of the named kind.
 
     ``"rnn"`` is the from-scratch :class:`VanillaRNN` (readable, padded input only);
@@ -221,9 +207,7 @@ def build_rnn(
     fused = {"rnn_fused": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
     if cell not in fused:
         raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
-    return fused[cell](
-        input_size, hidden_size, num_layers=num_layers, dropout=dropout, batch_first=True
-    )
+    return fused[cell](input_size, hidden_size, num_layers=num_layers, dropout=dropout, batch_first=True)
 
 
 def state_size(cell: str) -> int:
