@@ -21,7 +21,7 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
     c = _digest(make_shapes(str(tmp_path / "c"), seed=4, **sizes))
     assert a == b
     assert a != c
-    assert len(a) == 12 + 3 + 3 + 3 + 4  # images + one metadata.jsonl per split
+    assert len(a) == 12 + 3 + 3 + 3 + 4 + 1  # images + one metadata.jsonl per split + shapes.json
 
 
 def _pairs(caption):
@@ -44,12 +44,18 @@ def test_layout_captions_and_novel_split(shapes_root):
                 assert not seen & HELD_OUT, row
 
 
-def test_an_existing_shapes_set_is_replaced_but_other_files_are_never_deleted(tmp_path):
+def test_an_existing_shapes_set_is_replaced_but_other_folders_are_never_deleted(tmp_path):
     tiny = {"train": 2, "validation": 1, "test": 1, "novel": 1, "image_size": 32}
     out = make_shapes(str(tmp_path / "shapes"), seed=0, **tiny)
-    make_shapes(str(out), seed=1, **tiny)  # a previous shapes set: replaced
-    assert sorted(p.name for p in out.iterdir()) == ["novel", "test", "train", "validation"]
-    (tmp_path / "thesis.txt").write_text("precious")
-    with pytest.raises(FileExistsError, match=r"holds other files \(shapes, thesis.txt\)"):
-        make_shapes(str(tmp_path), seed=0, **tiny)
-    assert (tmp_path / "thesis.txt").read_text() == "precious" and (out / "train" / "metadata.jsonl").is_file()
+    make_shapes(str(out), seed=1, **tiny)  # made by make-shapes: replaced
+    assert sorted(p.name for p in out.iterdir()) == ["novel", "shapes.json", "test", "train", "validation"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes"]  # no staging folder left behind
+    # A user's own imagefolder data set has the same layout: it must survive.
+    own = tmp_path / "mine"
+    (own / "train").mkdir(parents=True)
+    (own / "train" / "holiday.jpg").write_bytes(b"precious")
+    (own / "train" / "metadata.jsonl").write_text('{"file_name": "holiday.jpg", "captions": ["a beach"]}\n')
+    with pytest.raises(FileExistsError, match="not made by `captioning make-shapes`"):
+        make_shapes(str(own), seed=0, **tiny)
+    assert (own / "train" / "holiday.jpg").read_bytes() == b"precious"
+    make_shapes(str(tmp_path / "empty"), seed=0, **tiny)  # a new folder is fine

@@ -16,6 +16,7 @@ import json
 import os
 import random
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,16 +131,19 @@ def make_example(seed: int, split: str, index: int, image_size: int) -> tuple[Im
     return draw(objects, rng, image_size), captions_for(objects)
 
 
-def _check_replaceable(root: Path, splits: dict[str, int]) -> None:
-    """Refuse an ``--out`` that holds anything but a shapes data set: it is about to be replaced."""
+MARKER = "shapes.json"
+"""Written at the top of every generated data set: only a folder holding it is ever replaced."""
+
+
+def _check_replaceable(root: Path) -> None:
+    """Refuse an ``--out`` that is not empty and not a data set this command made: it is about to
+    be replaced, and an imagefolder of the user's own photos has the very same layout."""
     if root.exists() and not root.is_dir():
         raise FileExistsError(f"--out {root} is a file: choose a folder")
-    others = sorted(p.name for p in root.iterdir() if p.name not in splits) if root.is_dir() else []
-    if others:
-        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+    if root.is_dir() and any(root.iterdir()) and not (root / MARKER).is_file():
         raise FileExistsError(
-            f"--out {root} holds other files ({shown}) and would be replaced: choose a new or empty folder, "
-            "e.g. --out data/shapes"
+            f"--out {root} is not empty and was not made by `captioning make-shapes` (no {MARKER}): it would be "
+            "replaced, so choose a new or empty folder, e.g. --out data/shapes"
         )
 
 
@@ -155,8 +159,8 @@ def make_shapes(
     """Generate the shapes data set in the imagefolder layout.
 
     Args:
-        out: Folder to write ``train/ validation/ test/ novel/`` into. A shapes data set already
-            there is replaced; a folder holding anything else is refused, never deleted.
+        out: Folder to write ``train/ validation/ test/ novel/`` into. A data set made by this
+            command is replaced; any other non-empty folder is refused, never deleted.
         seed: The same seed gives byte-identical files.
         train: Number of training images.
         validation: Number of validation images.
@@ -169,9 +173,9 @@ def make_shapes(
         if n < 0:
             raise ValueError(f"--{split} must be >= 0, got {n}")
     root = Path(out)
-    _check_replaceable(root, sizes)
-    staging = root.with_name(root.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    _check_replaceable(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".partial", dir=root.parent))
     with tqdm(total=sum(sizes.values()), desc="shapes", unit="img") as progress:
         for split, n in sizes.items():
             folder = staging / split
@@ -184,6 +188,8 @@ def make_shapes(
                 lines.append(json.dumps({"file_name": name, "captions": captions}))
                 progress.update()
             (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    marker = {"made_by": "captioning make-shapes", "seed": seed, "sizes": sizes, "image_size": image_size}
+    (staging / MARKER).write_text(json.dumps(marker) + "\n")
     # Swap in the finished data set at once: an interrupted run never leaves a half-made one behind.
     shutil.rmtree(root, ignore_errors=True)
     os.replace(staging, root)
