@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from captioning.checkpoints import read_checkpoint, sha256_file
+from captioning.checkpoints import read_checkpoint
 from captioning.data.images import (
     DEFAULT_MAX_PIXELS,
     ImageFolder,
@@ -39,6 +39,7 @@ from captioning.data.images import (
     pixel_limit,
 )
 from captioning.decoding import decoding_options, row_generators
+from captioning.files import sha256_file
 from captioning.inference import Captioner
 from captioning.records import (
     CaptionFile,
@@ -89,8 +90,9 @@ def _check_options(
         if not ok:
             raise ValueError(message)
     options = decoding_options(
-        strategy, beam_size, temperature, top_k, top_p, run["length_penalty"], run["no_repeat_ngram_size"], max_length
-    )
+        strategy, beam_size=beam_size, temperature=temperature, top_k=top_k, top_p=top_p, max_length=max_length,
+        length_penalty=run["length_penalty"], no_repeat_ngram_size=run["no_repeat_ngram_size"],
+    )  # fmt: skip
     return {
         "strategy": strategy, "options": options, "batch_size": batch_size, "num_workers": num_workers,
         "accelerator": accelerator, "max_pixels": max_pixels, "checkpoint": run["checkpoint"],
@@ -278,7 +280,9 @@ def caption(
         not attempted (``limit``), wall time and the files written.
     """
     run = _check_options(**locals())
-    read_checkpoint(checkpoint, "captioner", mmap=True)  # a wrong path fails now, not after listing the images
+    # A wrong path fails now, not after listing the images; the default caption length is the checkpoint's.
+    saved = read_checkpoint(checkpoint, "captioner", mmap=True)["hyper_parameters"]
+    run["options"].setdefault("max_length", saved["max_caption_length"])
     start = time.perf_counter()
     sink = CaptionFile(output)
     errors = ErrorLog(errors_path(output))
@@ -286,8 +290,9 @@ def caption(
     if not paths:
         raise SystemExit(f"error: no images found at --input {input} (extensions: jpg jpeg png webp bmp gif tif tiff)")
     if not _is_launched_child():  # only the first process tidies the output before captioning
-        claim_output(output, _settings(run))
         repair_tail(sink.path)
+        sink.keys()  # refuses a file that is not an output of this command, before anything is written beside it
+        claim_output(output, _settings(run))
         errors.path.unlink(missing_ok=True)  # failures are retried; this run lists its own
         merge_parts(output, None, sink.keys())  # parts of a killed multi-process run
     images = list(dict.fromkeys(image_key(path) for path in paths))  # a file listed twice (a.png, ./a.png) counts once

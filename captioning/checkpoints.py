@@ -7,7 +7,6 @@ apart by a hyperparameter only one of them has.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from pathlib import Path
 from typing import Literal
@@ -54,12 +53,3 @@ def read_checkpoint(path: str | Path, kind: Kind, map_location: str | torch.devi
         )
         raise ValueError(f"{path} is not a {kind} checkpoint: {use}")
     return checkpoint
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks: what weights and checkpoints are identified by."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

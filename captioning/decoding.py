@@ -411,6 +411,7 @@ def row_generators(seed: int, keys: Sequence[str], device: torch.device | str = 
 
 def decoding_options(
     strategy: str,
+    *,
     beam_size: int = 3,
     temperature: float = 1.0,
     top_k: int | None = None,

@@ -39,7 +39,10 @@ def generate(
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-    options = decoding_options(strategy, beam_size, temperature, top_k, top_p, length_penalty, no_repeat_ngram_size)
+    options = decoding_options(
+        strategy, beam_size=beam_size, temperature=temperature, top_k=top_k, top_p=top_p,
+        length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+    )  # fmt: skip
     module = load_language_model(checkpoint, map_location=device)
     text = module.generate(prompt, strategy, max_tokens, seed=seed, **options)
     print(text)

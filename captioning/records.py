@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from captioning.files import write_text_atomic
+
 FIELDS = ("image", "caption", "log_prob")
 _SHOWN_ERRORS = 20  # failures printed in the summary; all of them are in the errors file
 
@@ -201,9 +203,9 @@ def merge_parts(output: str | os.PathLike, errors: ErrorLog | None, done: set[st
 
 
 def settings_path(output: str | os.PathLike) -> Path:
-    """``captions.jsonl`` -> ``captions.run.json``: what made the captions in the output."""
+    """``captions.jsonl`` -> ``captions.jsonl.run.json``: what made the captions in the output."""
     output = Path(output)
-    return output.with_name(f"{output.stem}.run.json")
+    return output.with_name(f"{output.name}.run.json")
 
 
 def claim_output(output: str | os.PathLike, settings: dict) -> None:
@@ -211,21 +213,22 @@ def claim_output(output: str | os.PathLike, settings: dict) -> None:
 
     Resuming skips the images already in the output, so a rerun with another checkpoint or
     strategy would silently keep the old captions next to new ones. It is refused instead,
-    naming what changed. An output without a settings file (or a new one) is claimed.
+    naming what changed; so is an output holding captions but no settings file, since nothing
+    says what made them.
     """
-    path = settings_path(output)
-    if Path(output).is_file() and path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
+    output, path = Path(output), settings_path(output)
+    if output.is_file() and output.stat().st_size > 0:
+        start_over = f"choose another --output, or delete {output} and {path.name} to start over"
+        if not path.is_file():
+            raise ValueError(f"{output} holds captions but no {path.name} saying what made them: {start_over}")
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not JSON ({error}): {start_over}") from error
         keys = sorted(settings.keys() | saved.keys())
         changed = [
             f"{key} {saved.get(key)!r} -> {settings.get(key)!r}" for key in keys if saved.get(key) != settings.get(key)
         ]
         if changed:
-            raise ValueError(
-                f"{output} holds captions made with other settings ({'; '.join(changed)}): choose another --output, "
-                f"or delete it and {path.name} to start over"
-            )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+            raise ValueError(f"{output} holds captions made with other settings ({'; '.join(changed)}): {start_over}")
+    write_text_atomic(path, json.dumps(settings, indent=1) + "\n")

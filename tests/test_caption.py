@@ -115,6 +115,7 @@ def test_limit_then_rerun_resumes_to_the_uninterrupted_output(photos, tiny_check
 
 def test_a_torn_last_line_is_cut_and_its_image_captioned_again(photos, tiny_checkpoint, uninterrupted, tmp_path):
     out = tmp_path / "captions.jsonl"
+    caption(str(tiny_checkpoint), str(photos), str(out), limit=0, **QUIET)  # writes the run's settings only
     lines = out.with_suffix(".tmp")
     lines.write_text("".join(json.dumps(r) + "\n" for r in uninterrupted[:7]))
     out.write_bytes(lines.read_bytes()[:-25])  # a crash in the middle of writing line 7
@@ -212,6 +213,7 @@ def test_an_output_file_of_something_else_is_refused(photos, tiny_checkpoint, tm
     with pytest.raises(ValueError, match='line 1 of .*notes.jsonl has no "image": not an output of captioning caption'):
         caption(str(tiny_checkpoint), str(photos), str(other), **QUIET)
     assert other.read_text() == '{"text": "my own notes"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.jsonl"]  # nothing written beside it
 
 
 def test_resuming_with_another_strategy_or_checkpoint_is_refused(photos, tiny_checkpoint, tmp_path):
@@ -225,7 +227,19 @@ def test_resuming_with_another_strategy_or_checkpoint_is_refused(photos, tiny_ch
     with pytest.raises(ValueError, match="checkpoint_sha256"):
         caption(str(retrained), str(photos), str(out), **QUIET)
     assert out.read_bytes() == before
-    assert caption(str(tiny_checkpoint), str(photos), str(out), **QUIET)["skipped"] == 3  # the same settings go on
+    assert caption(str(tiny_checkpoint), str(photos), str(out), limit=2, **QUIET)["skipped"] == 3  # the same go on
+    # the checkpoint's own caption length, given explicitly, is the same setting
+    assert caption(str(tiny_checkpoint), str(photos), str(out), max_length=40, limit=1, **QUIET)["skipped"] == 5
+    # a CSV of the same name beside it has its own settings
+    caption(str(tiny_checkpoint), str(photos), str(tmp_path / "captions.csv"), strategy="beam", limit=1, **QUIET)
+    assert caption(str(tiny_checkpoint), str(photos), str(out), limit=1, **QUIET)["skipped"] == 6
+    settings = out.with_name("captions.jsonl.run.json")
+    settings.unlink()
+    with pytest.raises(ValueError, match="holds captions but no captions.jsonl.run.json"):
+        caption(str(tiny_checkpoint), str(photos), str(out), **QUIET)
+    settings.write_text("{not json")
+    with pytest.raises(ValueError, match="captions.jsonl.run.json is not JSON"):
+        caption(str(tiny_checkpoint), str(photos), str(out), **QUIET)
 
 
 def test_sampled_captions_do_not_depend_on_batching_or_resuming(photos, tiny_checkpoint, tmp_path):
@@ -274,6 +288,6 @@ def test_two_cpu_processes_give_the_same_captions_as_one(photos, tiny_checkpoint
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == [
         "captions.errors.jsonl",
         "captions.jsonl",
-        "captions.run.json",
+        "captions.jsonl.run.json",
     ]
     assert "captioned 24 images" in result.stdout and "failed 1" in result.stdout

