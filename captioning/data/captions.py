@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -148,17 +149,6 @@ def load_split(root: str | Path, split: str, format: str = "auto", image_root: s
         raise ValueError(f"split {split!r} of {root} has no 'captions' column (columns: {table.column_names})")
     if len(table) == 0:
         raise ValueError(f"split {split!r} of {root} is empty")
-    missing = [source for source in image_sources(table) if isinstance(source, str) and not Path(source).is_file()]
-    if missing:
-        fix = (
-            "fix their file_name in metadata.jsonl"
-            if format == "imagefolder"
-            else "check data.image_root (where the image files are)"
-        )
-        raise FileNotFoundError(
-            f"{len(missing)} of the {len(table)} images of split {split!r} of {root} are missing, e.g. {missing[0]}: "
-            f"{fix}, or remove their captions"
-        )
     return table
 
 
@@ -188,8 +178,21 @@ def _is_metadata_row(row: object) -> bool:
     return isinstance(captions, list) and bool(captions) and all(isinstance(c, str) for c in captions)
 
 
-def image_sources(table: datasets.Dataset) -> list[ImageSource]:
+def table_sources(table: datasets.Dataset) -> list[ImageSource]:
+    """The image of every row: a file path, or the bytes of an image stored in the data set."""
     return [item["bytes"] if item.get("bytes") else item["path"] for item in table["image"]]
+
+
+def check_images_exist(sources: list[ImageSource], split: str, fix: str) -> None:
+    """Fail before any work when image files are missing, with how many, an example and ``fix``.
+
+    Otherwise a wrong image root surfaces deep inside feature caching or a DataLoader worker.
+    """
+    missing = [source for source in sources if isinstance(source, str) and not os.path.isfile(source)]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of the {len(sources)} images of split {split!r} are missing, e.g. {missing[0]}: {fix}"
+        )
 
 
 class CaptionPairs(Dataset):
@@ -292,6 +295,7 @@ class CaptionDataModule(L.LightningDataModule):
         self.root = Path(root)
         self._vocabulary: Vocabulary | None = None
         self._datasets: dict[str, Dataset] = {}
+        self._tables: dict[str, datasets.Dataset] = {}
         self._sources: dict[str, list[ImageSource]] = {}
 
     def splits(self, stage: str | None = None) -> tuple[str, ...]:
@@ -300,7 +304,26 @@ class CaptionDataModule(L.LightningDataModule):
         return by_stage.get(stage, ("train", "validation", self.hparams.test_split))
 
     def table(self, split: str) -> datasets.Dataset:
-        return load_split(self.root, split, self.hparams.format, self.hparams.image_root)
+        """The split's captions and image references, read once."""
+        if split not in self._tables:
+            self._tables[split] = load_split(self.root, split, self.hparams.format, self.hparams.image_root)
+        return self._tables[split]
+
+    def image_sources(self, split: str) -> list[ImageSource]:
+        """The split's images, checked to exist: only the splits whose pixels are read need them."""
+        if split not in self._sources:
+            sources = table_sources(self.table(split))
+            own_layout = self.hparams.format == "imagefolder" or (
+                self.hparams.format == "auto" and detect_format(self.root) == "imagefolder"
+            )
+            fix = (
+                "fix their file_name in metadata.jsonl"
+                if own_layout
+                else "check data.image_root (where the images are)"
+            )
+            check_images_exist(sources, split, f"{fix}, or remove their captions")
+            self._sources[split] = sources
+        return self._sources[split]
 
     @property
     def vocabulary(self) -> Vocabulary:
@@ -329,14 +352,14 @@ class CaptionDataModule(L.LightningDataModule):
         if self.hparams.cache_features:
             running = self.trainer.state.fn if self.trainer is not None else None
             for split in self.splits(running.value if running is not None else None):
-                self._features(split, image_sources(self.table(split)), compute=True)
+                self._features(split, self.image_sources(split), compute=True)
 
     def setup(self, stage: str | None = None) -> None:
         for split in self.splits(stage):
             if split in self._datasets:
                 continue
             table = self.table(split)
-            sources = self._sources[split] = image_sources(table)
+            sources = self.image_sources(split)
             if self.hparams.cache_features:
                 inputs = self._features(split, sources, compute=False)
                 if inputs is None:  # prepare_data was skipped (e.g. called outside a Trainer)
@@ -351,10 +374,6 @@ class CaptionDataModule(L.LightningDataModule):
             else:
                 references = [[tokenize(c)[:limit] for c in caps] for caps in texts]
                 self._datasets[split] = CaptionedImages(inputs, ids, references)
-
-    def image_source(self, split: str, index: int) -> ImageSource:
-        """The file (or bytes) of image ``index`` of a split set up by ``setup``."""
-        return self._sources[split][index]
 
     def _encode(self, caption: str, limit: int) -> list[int]:
         ids = self.vocabulary.encode(caption)

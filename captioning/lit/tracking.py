@@ -143,7 +143,8 @@ class CaptionSamples(L.Callback):
         if trainer.sanity_checking or not samples:
             return
         run_dir = run_directory(trainer)
-        sources = [trainer.datamodule.image_source("validation", s["index"]) for s in samples]
+        validation = trainer.datamodule.image_sources("validation")
+        sources = [validation[s["index"]] for s in samples]
         if run_dir is not None:
             rows = [
                 {**s, "image": src if isinstance(src, str) else None} for s, src in zip(samples, sources, strict=True)
