@@ -1,6 +1,6 @@
 """The ``captioning`` command.
 
-``fit | validate | test | predict`` are LightningCLI (configs in YAML, every constructor argument
+``fit | validate | test`` are LightningCLI (configs in YAML, every constructor argument
 an option); the other subcommands are plain functions exposed through jsonargparse, so their
 signatures and docstrings are their ``--help``.
 """
@@ -14,11 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from jsonargparse import Namespace, auto_cli
+from jsonargparse import auto_cli
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from captioning.data.captions import CaptionDataModule
 from captioning.lit.captioner import CaptioningModule
+from captioning.lit.tracking import CSVLogger
 
 
 class LogConfigCallback(SaveConfigCallback):
@@ -33,10 +35,15 @@ class LogConfigCallback(SaveConfigCallback):
 class ProjectCLI(LightningCLI):
     """What the captioner's and the language model's commands share.
 
-    ``--num_threads``, and run logs that survive: ``validate``, ``test`` and a ``fit`` resumed
-    with ``--ckpt_path`` append to the run's ``metrics.csv`` (``captioning.lit.tracking.CSVLogger``)
-    instead of replacing it.
+    ``fit``, ``validate`` and ``test`` (``predict`` is ``captioning caption``: folders of images,
+    streamed and resumable); ``--num_threads``; and run logs that survive: ``validate``, ``test``
+    and a ``fit`` that restores a checkpoint append to the run's ``metrics.csv``
+    (:class:`captioning.lit.tracking.CSVLogger`) instead of replacing it.
     """
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {name: keys for name, keys in LightningCLI.subcommands().items() if name != "predict"}
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
@@ -52,11 +59,31 @@ class ProjectCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.get("num_threads", 0) > 0:
             torch.set_num_threads(config.num_threads)
-        if self.subcommand in ("validate", "test") or config.get("ckpt_path"):
-            loggers = config.trainer.logger if isinstance(config.trainer.logger, list) else [config.trainer.logger]
-            for logger in loggers:
-                if isinstance(logger, Namespace) and logger.get("class_path") == "captioning.lit.tracking.CSVLogger":
-                    logger.init_args.continue_log = True
+
+    def before_fit(self) -> None:
+        if self._restores_checkpoint(self.config[self.subcommand].get("ckpt_path")):
+            self._continue_run_logs()
+
+    def before_validate(self) -> None:
+        self._continue_run_logs()
+
+    def before_test(self) -> None:
+        self._continue_run_logs()
+
+    def _restores_checkpoint(self, ckpt_path: str | None) -> bool:
+        """Whether ``fit`` will go on from a checkpoint: ``last`` starts afresh when there is none yet."""
+        if ckpt_path != "last":
+            return ckpt_path is not None
+        return any(
+            Path(callback.dirpath, f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}").is_file()
+            for callback in self.trainer.checkpoint_callbacks
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath
+        )
+
+    def _continue_run_logs(self) -> None:
+        for logger in self.trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                logger.continue_log = True
 
 
 class CaptioningCLI(ProjectCLI):
@@ -114,7 +141,7 @@ def _underscore_flag(arg: str) -> str:
     return "--" + name[2:].replace("-", "_") + sep + value
 
 
-LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test")
 
 USER_ERRORS = (ValueError, OSError)
 """What bad input raises here (a missing file, a malformed line, an option out of range): the

@@ -1,5 +1,6 @@
 """The ``captioning`` command as a user runs it: every config parses, fit/test/resume work end to end."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,13 @@ def test_fit_test_and_resume_from_last(tmp_path, monkeypatch, tiny_data_kwargs, 
     metrics = read_metrics(tmp_path / "runs" / "shapes" / "csv" / "metrics.csv")
     assert [epoch for _, epoch, _ in metrics["val/bleu4"]] == [0, 1]
     assert len(metrics["test/bleu4"]) == 1
+    assert "continue_log: true" not in (tmp_path / "runs" / "shapes" / "csv" / "config.yaml").read_text()
+
+    # `--ckpt_path last` with no checkpoint yet starts afresh (as Lightning does): so does its log.
+    shutil.rmtree(checkpoints)
+    main(["fit", *common, "--trainer.max_epochs=1", "--ckpt_path=last"])
+    metrics = read_metrics(tmp_path / "runs" / "shapes" / "csv" / "metrics.csv")
+    assert [epoch for _, epoch, _ in metrics["val/bleu4"]] == [0] and "test/bleu4" not in metrics
 
 
 def test_subcommand_flags_take_dashes_or_underscores(tmp_path):
@@ -124,6 +132,9 @@ def test_bad_input_prints_one_error_line_and_traceback_on_request(tmp_path, caps
     )
     with pytest.raises(FileNotFoundError):
         main([*command, "--traceback"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict"])  # folders of images are `captioning caption`
+    assert "unknown subcommand 'predict'" in exit_info.value.code
     with pytest.raises(SystemExit) as exit_info:
         main(["captoin"])
     assert "unknown subcommand 'captoin'" in exit_info.value.code and "caption," in exit_info.value.code
