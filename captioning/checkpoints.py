@@ -22,11 +22,12 @@ _KINDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def read_checkpoint(path: str | Path, kind: Kind, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
-    """The checkpoint at ``path`` as a dict, after checking that it is a ``kind`` checkpoint.
+def read_checkpoint(path: str | Path, kind: Kind, mmap: bool = False) -> dict:
+    """The checkpoint at ``path`` as a dict on the CPU, after checking that it is a ``kind`` checkpoint.
 
-    ``mmap=True`` maps the tensors instead of reading them: cheap when only the hyperparameters
-    are wanted.
+    Always read to the CPU (the caller moves the model), so a failure here is about the file, never
+    about a device. ``mmap=True`` maps the tensors instead of reading them: cheap when only the
+    hyperparameters are wanted.
 
     Raises:
         FileNotFoundError: nothing (or a folder) at ``path``; says how to train one.
@@ -38,7 +39,7 @@ def read_checkpoint(path: str | Path, kind: Kind, map_location: str | torch.devi
         what = "is a folder, not a .ckpt file" if path.is_dir() else "not found"
         raise FileNotFoundError(f"checkpoint {path} {what}: train a {kind} with `{train}`")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
         raise ValueError(f"{path} is not a readable checkpoint ({type(error).__name__}: {str(error)[:200]})") from error
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None

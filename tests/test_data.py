@@ -95,6 +95,18 @@ def test_flickr8k_token_file_reads_like_the_csv(shapes_root, tmp_path):
     assert by_name == {row["file_name"]: row["captions"] for row in rows}
 
 
+def test_flickr8k_csv_header_may_be_capitalised_spaced_or_start_with_a_bom(shapes_root, tmp_path):
+    (tmp_path / "Images").mkdir()
+    rows = _rows(shapes_root, "train")[:8]
+    body = "".join(f"{row['file_name']},{row['captions'][0]}\n" for row in rows)
+    (tmp_path / "captions.txt").write_text("\ufeffImage, Caption\n" + body, encoding="utf-8")
+    tables = [load_split(tmp_path, split) for split in ("train", "validation", "test")]
+    assert sum(len(t) for t in tables) == 8
+    (tmp_path / "captions.txt").write_text("image,caption\n" + body + "lonely.jpg,\n")
+    with pytest.raises(ValueError, match="line 10 of .*captions.txt needs an image name and a caption"):
+        load_split(tmp_path, "train")
+
+
 @pytest.mark.parametrize(
     ("line", "error"),
     [

@@ -95,18 +95,23 @@ def _flickr8k_split(name: str, official: dict[str, str]) -> str:
 def _flickr8k_captions(path: Path) -> dict[str, list[str]]:
     """Captions by image name, from the CSV with an ``image,caption`` header or the tab-separated token file."""
     by_image: dict[str, list[str]] = defaultdict(list)
-    with path.open(newline="", encoding="utf-8") as f:
-        header = f.readline()
-        f.seek(0)
-        if header.strip().lower().replace(" ", "") == "image,caption":
-            for row in csv.DictReader(f):
-                by_image[row["image"]].append(row["caption"])
+    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheet exports start with a BOM
+        rows = csv.reader(f)
+        header = [column.strip().lower() for column in next(rows, [])]
+        if header[:2] == ["image", "caption"]:
+            for number, row in enumerate(rows, 2):
+                if len(row) < 2 or not row[0].strip() or not row[1].strip():
+                    raise ValueError(
+                        f"line {number} of {path} needs an image name and a caption: {','.join(row)[:80]!r}"
+                    )
+                by_image[row[0].strip()].append(row[1].strip())
             return by_image
+        f.seek(0)
         for number, line in enumerate(f, 1):
-            name, tab, caption = line.rstrip("\n").partition("\t")
+            name, tab, caption = line.lstrip("\ufeff").rstrip("\r\n").partition("\t")
             if not line.strip():
                 continue
-            if not tab:
+            if not tab or not caption.strip():
                 raise ValueError(
                     f"line {number} of {path} is neither CSV with an 'image,caption' header nor "
                     f"'name.jpg#0<TAB>caption': {line.strip()[:80]!r}"

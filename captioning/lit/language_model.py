@@ -338,7 +338,7 @@ def _join(prompt: str, continuation: str, level: str) -> str:
 def load_language_model(path: str | Path, map_location: str | torch.device = "cpu") -> LanguageModule:
     """Rebuild a :class:`LanguageModule` from a checkpoint with ``torch.load(weights_only=True)``:
     only tensors and plain values are unpickled, and nothing but the file is needed."""
-    checkpoint = read_checkpoint(path, "language model", map_location)
+    checkpoint = read_checkpoint(path, "language model")
     saved = checkpoint["hyper_parameters"]
     accepted = inspect.signature(LanguageModule.__init__).parameters
     module = LanguageModule(**{k: v for k, v in saved.items() if k in accepted})
