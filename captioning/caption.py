@@ -66,7 +66,7 @@ def caption_batch(model, images: torch.Tensor, paths: list[str], run: dict) -> l
     """
     options = run["options"]
     if run["strategy"] == "sample":
-        options = dict(options, generator=row_generators(run["seed"], paths, images.device))
+        options = dict(options, generator=row_generators(run["seed"], paths))
     decoded = model.generate(images, strategy=run["strategy"], **options)
     return make_records(paths, model.captions(decoded), decoded.log_probs)
 

@@ -249,7 +249,7 @@ def sample(
     to reproduce a draw; ``None`` uses the global RNG. A sequence of B generators gives each row
     its own random stream: a row's tokens then depend on its own seed only, not on which other
     rows share its batch, so captions are the same whatever the batch size, the number of
-    processes, or where an interrupted run resumed.
+    processes or devices, or where an interrupted run resumed.
 
     Args are those of :func:`greedy`, plus:
         temperature: > 0; divides the logits before the softmax.
@@ -272,9 +272,14 @@ def sample(
             scores = _filter_top_k(scores, top_k)
         if top_p is not None and top_p < 1:
             scores = _filter_top_p(scores, top_p)
-        probs = scores.softmax(dim=-1)
-        if per_row:  # every row draws once per step from its own stream, finished or not
-            return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generator, strict=True)])
+        probs = scores.softmax(dim=-1)  # (B, V)
+        if per_row:
+            # Inverse CDF with one uniform per row from its own CPU stream (every row draws once per
+            # step, finished or not): the same numbers on any device, unlike device generators.
+            uniforms = torch.stack([torch.rand((), generator=g) for g in generator]).to(probs.device)  # (B,)
+            cdf = probs.cumsum(dim=-1)  # (B, V)
+            picked = torch.searchsorted(cdf, (uniforms * cdf[:, -1]).unsqueeze(1), right=True)  # a token of mass > 0
+            return picked.squeeze(1).clamp_max(probs.size(1) - 1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
     return _run(
@@ -399,13 +404,14 @@ STRATEGIES: dict[str, Callable[..., Decoded]] = {
 """Names accepted by :func:`decode`."""
 
 
-def row_generators(seed: int, keys: Sequence[str], device: torch.device | str = "cpu") -> list[torch.Generator]:
+def row_generators(seed: int, keys: Sequence[str]) -> list[torch.Generator]:
     """One seeded random stream per row for :func:`sample`, from the run's ``seed`` and a key that
-    names the row's input (an image's path): the same key and seed always draw the same numbers."""
+    names the row's input (an image's path): the same key and seed always draw the same numbers.
+    CPU generators, whatever the model's device: :func:`sample` moves their draws."""
     generators = []
     for key in keys:
         digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-        generators.append(torch.Generator(device).manual_seed(int.from_bytes(digest[:8], "little")))
+        generators.append(torch.Generator().manual_seed(int.from_bytes(digest[:8], "little")))
     return generators
 
 

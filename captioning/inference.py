@@ -129,7 +129,7 @@ class Captioner:
         items = [images] if single else list(images)
         generators = None
         if strategy == "sample" and seed is not None:
-            generators = row_generators(seed, [str(i) for i in range(len(items))], self.device)
+            generators = row_generators(seed, [str(i) for i in range(len(items))])
         captions: list[str] = []
         for start in range(0, len(items), batch_size):
             batch = self.preprocess(items[start : start + batch_size])

@@ -197,8 +197,9 @@ def test_low_precision_logits_are_scored_in_float32():
 LOGITS = torch.tensor([0.0, 1.0, 2.0, 0.5, -1.0])
 
 
-def one_step_sample(n: int, seed: int = 0, **options) -> Decoded:
-    """n rows, one step each, from the fixed distribution ``LOGITS`` (no <eos> in play)."""
+def one_step_sample(n: int, seed: int = 0, per_row: bool = False, **options) -> Decoded:
+    """n rows, one step each, from the fixed distribution ``LOGITS`` (no <eos> in play); one
+    random stream for the batch, or one per row (the inverse-CDF path)."""
 
     def step(tokens: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         return LOGITS.expand(tokens.size(0), -1), state
@@ -210,14 +211,15 @@ def one_step_sample(n: int, seed: int = 0, **options) -> Decoded:
         eos_id=99,
         pad_id=PAD,
         max_length=1,
-        generator=torch.Generator().manual_seed(seed),
+        generator=row_generators(seed, [str(i) for i in range(n)]) if per_row else torch.Generator().manual_seed(seed),
         **options,
     )
 
 
+@pytest.mark.parametrize("per_row", [False, True], ids=["one-stream", "per-row"])
 @pytest.mark.parametrize("tau", [0.5, 1.0, 2.0])
-def test_temperature_divides_the_logits(tau):
-    out = one_step_sample(20_000, temperature=tau)
+def test_temperature_divides_the_logits(tau, per_row):
+    out = one_step_sample(20_000, temperature=tau, per_row=per_row)
     freq = torch.bincount(out.tokens[:, 0], minlength=5).float() / 20_000
     # Binomial s.d. is at most 0.0036 here; the three temperatures differ by > 0.1 somewhere.
     torch.testing.assert_close(freq, torch.softmax(LOGITS / tau, 0), rtol=0, atol=0.015)
@@ -225,14 +227,16 @@ def test_temperature_divides_the_logits(tau):
     torch.testing.assert_close(out.log_probs, torch.log_softmax(LOGITS, 0)[out.tokens[:, 0]])
 
 
-def test_top_k_never_leaves_the_k_most_probable():
-    out = one_step_sample(5_000, temperature=3.0, top_k=2)  # flat, so the cut is what holds it
+@pytest.mark.parametrize("per_row", [False, True], ids=["one-stream", "per-row"])
+def test_top_k_never_leaves_the_k_most_probable(per_row):
+    out = one_step_sample(5_000, temperature=3.0, top_k=2, per_row=per_row)  # flat, so the cut is what holds it
     assert set(out.tokens[:, 0].tolist()) == {2, 1}
 
 
-def test_top_p_keeps_only_the_nucleus():
+@pytest.mark.parametrize("per_row", [False, True], ids=["one-stream", "per-row"])
+def test_top_p_keeps_only_the_nucleus(per_row):
     probs = torch.softmax(LOGITS, 0)  # sorted: 2 (.53), 1 (.19), 3 (.12), 0 (.07), 4 (.03)
-    out = one_step_sample(20_000, top_p=0.8)  # .53 + .19 < .8, so the nucleus is {2, 1, 3}
+    out = one_step_sample(20_000, top_p=0.8, per_row=per_row)  # .53 + .19 < .8, so the nucleus is {2, 1, 3}
     assert set(out.tokens[:, 0].tolist()) == {2, 1, 3}
     freq = torch.bincount(out.tokens[:, 0], minlength=5).float() / 20_000
     nucleus = torch.zeros(5)
