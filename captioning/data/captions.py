@@ -8,8 +8,9 @@ Formats (``format: auto`` picks by what ``root`` holds):
 - ``karpathy``: ``dataset_flickr8k.json`` / ``dataset_coco.json`` (the research splits) and an
   image root (``restval`` counts as training, ``val`` as validation).
 - ``flickr8k``: the ``captions.txt`` CSV (``image,caption``) most people download, or the original
-  ``Flickr8k.token.txt`` (``name.jpg#0<TAB>caption``), with ``Images/``. The official ``Flickr_8k.{train,dev,test}Images.txt`` lists decide the split when present;
-  otherwise a hash of the file name does (75 / 12.5 / 12.5 %, stable as images are added).
+  ``Flickr8k.token.txt`` (``name.jpg#0<TAB>caption``), with ``Images/``. The official
+  ``Flickr_8k.{train,dev,test}Images.txt`` lists decide the split when present; otherwise a hash
+  of the file name does (75 / 12.5 / 12.5 %, stable as images are added).
 
 Training iterates over every (image, caption) pair; evaluation over each image once, with all
 of its references. With a frozen encoder the batches carry cached features instead of pixels.

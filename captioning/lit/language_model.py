@@ -221,9 +221,8 @@ class LanguageModule(L.LightningModule):
     def lr_factor(self) -> float:
         """Multiplier of ``lr`` for the coming optimizer step."""
         h = self.hparams
-        if h.schedule == "constant":
-            return warmup_cosine(self.global_step, h.warmup_steps, progress=0.0)
-        return warmup_cosine(self.global_step, h.warmup_steps, self._progress(), floor=h.min_lr_ratio)
+        floor = 1.0 if h.schedule == "constant" else h.min_lr_ratio  # a cosine from 1 to 1 is constant
+        return warmup_cosine(self.global_step, h.warmup_steps, self._progress(), floor=floor)
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         lr = self.hparams.lr * self.lr_factor()
