@@ -4,7 +4,7 @@ Built for long runs over many photos:
 
 - Images are read in DataLoader workers; a file that cannot be read (empty, truncated, not an
   image, too many pixels, unreadable) is skipped and listed with its reason in
-  ``<output stem>.errors.jsonl`` and in the summary. The run fails only if nothing was captioned.
+  ``<output>.errors.jsonl`` and in the summary. The run fails only if nothing was captioned.
 - Each batch is appended to the output with one write, then flushed and fsync'ed, so a killed
   run leaves whole lines only (a torn last line, after a crash, is cut off on the next run).
 - A rerun with the same output captions only the images it does not hold yet (failed ones are
@@ -253,7 +253,7 @@ def caption(
         checkpoint: A ``.ckpt`` written by ``captioning fit`` (self-contained).
         input: A folder, a glob pattern (quote it) or a ``.txt`` file with one image path per line.
         output: ``captions.jsonl`` or ``captions.csv``. An existing file is resumed: images it
-            holds are skipped. Unreadable files are listed in ``<stem>.errors.jsonl`` beside it.
+            holds are skipped. Unreadable files are listed in ``<output>.errors.jsonl`` beside it.
         recursive: Include the subfolders of a folder ``--input``: ``--recursive true`` (a glob's ``**``
             spans folders without it).
         batch_size: Images encoded and decoded at once.

@@ -17,6 +17,7 @@ import torch
 from jsonargparse import auto_cli
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from captioning.data.captions import CaptionDataModule
 from captioning.lit.captioner import CaptioningModule
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.argv = [sys.argv[0], *args]
     try:
         _dispatch(args, None if argv is None else args)
+    except SIGTERMException:  # Lightning's graceful stop on SIGTERM (docker stop, SLURM, timeout) is a SystemExit(0)
+        sys.exit("stopped by SIGTERM: `--ckpt_path last` resumes a fit; `captioning caption` resumes when rerun")
     except BrokenPipeError:  # `captioning caption ... | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)

@@ -146,9 +146,10 @@ class ErrorLog:
 
 
 def errors_path(output: str | os.PathLike) -> Path:
-    """``captions.jsonl`` -> ``captions.errors.jsonl`` (also for a CSV output)."""
+    """``captions.jsonl`` -> ``captions.jsonl.errors.jsonl``: named after the whole output name, so a
+    ``captions.csv`` beside it keeps its own."""
     output = Path(output)
-    return output.with_name(f"{output.stem}.errors.jsonl")
+    return output.with_name(f"{output.name}.errors.jsonl")
 
 
 def part_path(output: str | os.PathLike, rank: int, errors: bool = False) -> Path:

@@ -19,7 +19,7 @@ from test_images import plant_bad_files  # tests/ is on sys.path (rootdir-relati
 from captioning.caption import caption
 from captioning.cli import main as cli_main
 from captioning.gallery import write_gallery
-from captioning.records import CaptionFile, ErrorLog, merge_parts, part_path, repair_tail
+from captioning.records import CaptionFile, ErrorLog, errors_path, merge_parts, part_path, repair_tail
 
 QUIET = {"progress": False, "num_workers": 0}
 
@@ -74,7 +74,7 @@ def test_bad_files_are_skipped_and_reported_and_every_good_file_captioned_once(
     records = _records(out)
     assert sorted(r["image"].replace(str(folder), str(photos)) for r in records) == good  # each good file once
     assert all(r["caption"] for r in records)
-    errors = {Path(r["image"]).name: r["error"] for r in _records(out.with_name("captions.errors.jsonl"))}
+    errors = {Path(r["image"]).name: r["error"] for r in _records(out.with_name("captions.jsonl.errors.jsonl"))}
     assert errors.keys() == expected_bad.keys()
     for name, word in expected_bad.items():
         assert word.lower() in errors[name].lower()
@@ -199,12 +199,12 @@ def test_merging_parts_keeps_each_image_once(tmp_path):
                                            {"image": "b.png", "caption": "b", "log_prob": -1.0}])  # fmt: skip
     CaptionFile(part_path(out, 1, errors=True)).append([{"image": "d.png", "error": "OSError: x"},
                                                         {"image": "c.png", "error": "stale"}])  # fmt: skip
-    errors = ErrorLog(tmp_path / "c.errors.jsonl")
+    errors = ErrorLog(errors_path(out))
     assert merge_parts(out, errors, CaptionFile(out).keys()) == 2
     errors.close()
     assert [(r["image"], r["caption"]) for r in _records(out)] == [("a.png", "old"), ("b.png", "b"), ("c.png", "c")]
     assert [r["image"] for r in _records(errors.path)] == ["d.png"]  # c.png was captioned after all
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.errors.jsonl", "c.jsonl"]  # parts gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "c.jsonl.errors.jsonl"]  # parts gone
 
 
 def test_an_output_file_of_something_else_is_refused(photos, tiny_checkpoint, tmp_path):
@@ -284,10 +284,10 @@ def test_two_cpu_processes_give_the_same_captions_as_one(photos, tiny_checkpoint
     assert len(records) == 24 == len({r["image"] for r in records})  # each image once
     one = {Path(r["image"]).name: r["caption"] for r in uninterrupted}
     assert {Path(r["image"]).name: r["caption"] for r in records} == one
-    assert [Path(r["image"]).name for r in _records(tmp_path / "captions.errors.jsonl")] == ["broken.png"]
+    assert [Path(r["image"]).name for r in _records(tmp_path / "captions.jsonl.errors.jsonl")] == ["broken.png"]
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == [
-        "captions.errors.jsonl",
         "captions.jsonl",
+        "captions.jsonl.errors.jsonl",
         "captions.jsonl.run.json",
     ]
     assert "captioned 24 images" in result.stdout and "failed 1" in result.stdout

@@ -66,12 +66,15 @@ def test_fit_test_and_resume_from_last(tmp_path, monkeypatch, tiny_data_kwargs, 
     assert [epoch for _, epoch, _ in metrics["val/bleu4"]] == [0, 1]
     assert len(metrics["test/bleu4"]) == 1
     assert "continue_log: true" not in (tmp_path / "runs" / "shapes" / "csv" / "config.yaml").read_text()
+    samples = tmp_path / "runs" / "shapes" / "samples"
+    assert sorted(p.name for p in samples.iterdir()) == ["epoch_000.jsonl", "epoch_001.jsonl"]
 
     # `--ckpt_path last` with no checkpoint yet starts afresh (as Lightning does): so does its log.
     shutil.rmtree(checkpoints)
     main(["fit", *common, "--trainer.max_epochs=1", "--ckpt_path=last"])
     metrics = read_metrics(tmp_path / "runs" / "shapes" / "csv" / "metrics.csv")
     assert [epoch for _, epoch, _ in metrics["val/bleu4"]] == [0] and "test/bleu4" not in metrics
+    assert sorted(p.name for p in samples.iterdir()) == ["epoch_000.jsonl"]  # none left from the earlier run
 
 
 def test_subcommand_flags_take_dashes_or_underscores(tmp_path):

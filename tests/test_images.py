@@ -250,6 +250,8 @@ def test_list_images_from_folder_glob_and_list_file(tmp_path):
     (tmp_path / "sub" / "deeper" / "e.png").write_bytes(b"x")
     # ** means any depth, the top folder included, with or without --recursive
     assert list_images(str(tmp_path / "**" / "*.png")) == [str(tmp_path / "a.png"), str(tmp_path / "sub/deeper/e.png")]
+    (tmp_path / "sub" / "back").symlink_to(tmp_path)  # a link to a folder above: ** finds each file once
+    assert list_images(str(tmp_path / "**" / "*.png")) == [str(tmp_path / "a.png"), str(tmp_path / "sub/deeper/e.png")]
     (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")  # a symlink loop is listed, to fail when read
     assert str(tmp_path / "loop.jpg") in list_images(tmp_path)
     listing = tmp_path / "list.txt"

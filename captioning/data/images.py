@@ -175,7 +175,11 @@ def list_images(source: str | os.PathLike, recursive: bool = False) -> list[str]
         return list(dict.fromkeys(paths))  # keep the list's order, drop repeats
     if glob.has_magic(text):
         matches = glob.glob(text, recursive=True)  # whoever writes ** means any depth
-        return sorted({p for p in matches if not os.path.isdir(p) and _is_image_name(p)})
+        by_file: dict[str, str] = {}  # a link to a folder above repeats files: keep each once, by its shortest path
+        for path in sorted(matches, key=lambda p: (p.count(os.sep), p)):
+            if not os.path.isdir(path) and _is_image_name(path):
+                by_file.setdefault(os.path.realpath(path), path)
+        return sorted(by_file.values())
     if os.path.lexists(text):
         return [text]  # a single file
     raise FileNotFoundError(f"--input {text} is not a folder, a .txt list of paths, a glob pattern or a file")

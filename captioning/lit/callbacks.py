@@ -19,7 +19,7 @@ class CaptionWriter(BasePredictionWriter):
     """Each process appends its batches to its own part files; the first merges them at the end.
 
     A prediction is ``{"records": [{"image", "caption", "log_prob"}, ...], "errors": [(path,
-    reason), ...]}``. Process r writes ``<stem>.part<r><suffix>`` and ``<stem>.errors.part<r>.jsonl``
+    reason), ...]}``. Process r writes ``<stem>.part<r><suffix>`` and ``<output>.errors.part<r>.jsonl``
     (whole batches, fsync'ed, like the single-process run). Once every process is done (a
     barrier), process 0 moves the parts into the output, keeping each image once: Lightning's
     predict sampler does not pad, but a duplicate from any source (a rerun's leftovers, a

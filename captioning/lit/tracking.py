@@ -11,6 +11,7 @@ import csv
 import json
 import netrc
 import os
+import shutil
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -134,8 +135,15 @@ class CaptionSamples(L.Callback):
     """Each validation epoch: the first images of the split with generated and reference captions.
 
     Written to ``<run>/samples/epoch_NNN.jsonl`` (read by ``captioning report``) and, when a W&B
-    logger is attached, logged as a ``wandb.Table`` with the pictures.
+    logger is attached, logged as a ``wandb.Table`` with the pictures. A ``fit`` that starts
+    afresh clears the samples an earlier run left in the same folder; a resumed one keeps them.
     """
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        run_dir = run_directory(trainer)
+        if trainer.ckpt_path is None and run_dir is not None:
+            shutil.rmtree(run_dir / "samples", ignore_errors=True)
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
