@@ -18,7 +18,9 @@ from captioning.vocab import tokenize
 def evaluate(
     checkpoint: str,
     root: str = "data/shapes",
-    splits: list[str] = ["test", "novel"],  # noqa: B006 - jsonargparse reads the default from here
+    splits: list[str] = ["test"],  # noqa: B006 - jsonargparse reads the default from here
+    image_root: str | None = None,
+    format: str = "auto",
     strategy: str = "greedy",
     batch_size: int = 256,
     examples: int = 4,
@@ -29,7 +31,9 @@ def evaluate(
     Args:
         checkpoint: A ``.ckpt`` written by ``captioning fit``.
         root: The data set folder (any format ``CaptionDataModule`` reads).
-        splits: Splits to score.
+        splits: Splits to score, e.g. ``[test, novel]`` on shapes.
+        image_root: Where the images are, for Karpathy / Flickr8k data sets (as ``data.image_root``).
+        format: ``auto``, ``imagefolder``, ``karpathy`` or ``flickr8k`` (as ``data.format``).
         strategy: Decoding strategy (``greedy``, ``sample``, ``beam``).
         batch_size: Images decoded at once.
         examples: Captions to print per split.
@@ -41,7 +45,8 @@ def evaluate(
     # features must be those of the encoder as it was trained.
     trained_from = read_checkpoint(checkpoint, "captioner", mmap=True)["hyper_parameters"]["pretrained"]
     data = CaptionDataModule(
-        root, test_split=splits[0], eval_batch_size=batch_size, cache_dir=cache_dir, backbone=h.backbone,
+        root, format=format, image_root=image_root, test_split=splits[0], eval_batch_size=batch_size, cache_dir=cache_dir,
+        backbone=h.backbone,
         pretrained=trained_from, image_size=h.image_size, spatial_grid=h.spatial_grid, cache_features=h.trainable_blocks == 0,
     )  # fmt: skip
     train_captions = [tokenize(c) for caps in data.table("train")["captions"] for c in caps]

@@ -142,8 +142,11 @@ def load_split(root: str | Path, split: str, format: str = "auto", image_root: s
     if format == "imagefolder":
         folder = root / split
         if not (folder / "metadata.jsonl").is_file():
+            found = sorted(p.parent.name for p in root.glob("*/metadata.jsonl"))
+            hint = "; rename val/ to validation/" if split == "validation" and "val" in found else ""
             raise FileNotFoundError(
-                f"{folder / 'metadata.jsonl'} not found: each split of an imagefolder data set needs one"
+                f"{folder / 'metadata.jsonl'} not found: each split of an imagefolder data set needs one "
+                f"(splits found: {', '.join(found) or 'none'}{hint})"
             )
         check_metadata(folder / "metadata.jsonl")
         table = datasets.load_dataset("imagefolder", data_files={split: [str(folder / "**")]}, split=split)
@@ -154,7 +157,8 @@ def load_split(root: str | Path, split: str, format: str = "auto", image_root: s
     if "captions" not in table.column_names:
         raise ValueError(f"split {split!r} of {root} has no 'captions' column (columns: {table.column_names})")
     if len(table) == 0:
-        raise ValueError(f"split {split!r} of {root} is empty")
+        known = "" if format == "imagefolder" else f" ({format} data sets have the splits train, validation, test)"
+        raise ValueError(f"split {split!r} of {root} is empty{known}")
     return table
 
 
