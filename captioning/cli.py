@@ -21,7 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from captioning.data.captions import CaptionDataModule
 from captioning.lit.captioner import CaptioningModule
-from captioning.lit.tracking import CSVLogger
+from captioning.lit.tracking import CSVLogger, run_directory
 
 
 class LogConfigCallback(SaveConfigCallback):
@@ -37,9 +37,9 @@ class ProjectCLI(LightningCLI):
     """What the captioner's and the language model's commands share.
 
     ``fit``, ``validate`` and ``test`` (``predict`` is ``captioning caption``: folders of images,
-    streamed and resumable); ``--num_threads``; and run logs that survive: ``validate``, ``test``
-    and a ``fit`` that restores a checkpoint append to the run's ``metrics.csv``
-    (:class:`captioning.lit.tracking.CSVLogger`) instead of replacing it.
+    streamed and resumable); ``--num_threads``; the HTML report after ``fit``; and run logs that
+    survive: ``validate``, ``test`` and a ``fit`` that restores a checkpoint append to the run's
+    ``metrics.csv`` (:class:`captioning.lit.tracking.CSVLogger`) instead of replacing it.
     """
 
     @staticmethod
@@ -64,6 +64,14 @@ class ProjectCLI(LightningCLI):
     def before_fit(self) -> None:
         if self._restores_checkpoint(self.config[self.subcommand].get("ckpt_path")):
             self._continue_run_logs()
+
+    def after_fit(self) -> None:
+        """Write the run's HTML report (learning curves, and caption samples for a captioner) and say where it is."""
+        from captioning.report import report  # matplotlib: only when there is a report to draw
+
+        run_dir = run_directory(self.trainer)
+        if self.trainer.is_global_zero and run_dir is not None and (run_dir / "csv" / "metrics.csv").is_file():
+            print(f"report: {report(str(run_dir))}")
 
     def before_validate(self) -> None:
         self._continue_run_logs()
@@ -90,15 +98,6 @@ class ProjectCLI(LightningCLI):
 class CaptioningCLI(ProjectCLI):
     """LightningCLI with the encoder settings shared between the model and the data."""
 
-    def after_fit(self) -> None:
-        """Write the run's HTML report (learning curves + caption samples) and say where it is."""
-        from captioning.lit.tracking import run_directory
-        from captioning.report import report
-
-        run_dir = run_directory(self.trainer)
-        if self.trainer.is_global_zero and run_dir is not None and (run_dir / "csv" / "metrics.csv").is_file():
-            print(f"report: {report(str(run_dir))}")
-
     def add_arguments_to_parser(self, parser) -> None:
         super().add_arguments_to_parser(parser)
         for name in ("backbone", "pretrained", "image_size", "spatial_grid"):
@@ -114,6 +113,7 @@ def lightning_main(args: list[str] | None = None) -> CaptioningCLI:
         seed_everything_default=0,
         save_config_callback=LogConfigCallback,
         save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,  # the module's own AdamW groups and schedule: no --optimizer to override them
         args=args,
     )
 
@@ -190,7 +190,11 @@ def _dispatch(args: list[str], argv: list[str] | None) -> None:
     if args and not args[0].startswith("-") and args[0] not in LIGHTNING_SUBCOMMANDS:
         valid = ", ".join([*LIGHTNING_SUBCOMMANDS, *commands, "lm"])
         raise SystemExit(f"error: unknown subcommand {args[0]!r}: choose one of {valid} (captioning SUBCOMMAND --help)")
-    if args and args[0] in ("-h", "--help"):
+    if not args:
+        raise SystemExit(
+            f"usage: captioning SUBCOMMAND ... (one of {', '.join([*LIGHTNING_SUBCOMMANDS, *commands, 'lm'])})"
+        )
+    if args[0] in ("-h", "--help"):
         print(f"other subcommands: {', '.join(commands)}, lm (captioning SUBCOMMAND --help)\n")
     lightning_main(argv)  # None: LightningCLI reads sys.argv itself
 

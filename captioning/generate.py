@@ -14,7 +14,6 @@ def generate(
     top_k: int | None = None,
     top_p: float | None = None,
     beam_size: int = 3,
-    length_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
     max_tokens: int = 200,
     seed: int = 0,
@@ -31,8 +30,8 @@ def generate(
         top_k: Sample among the k most probable tokens only (``sample``).
         top_p: Sample from the smallest set of tokens holding this probability (``sample``).
         beam_size: Beams (``beam``).
-        length_penalty: Beam score = log-prob / length ** length_penalty (``beam``).
-        no_repeat_ngram_size: Forbid repeating any n-gram of this size (``beam``; 0: allowed).
+        no_repeat_ngram_size: Forbid repeating any n-gram of this size (``beam``; 0: allowed). (Beam
+            search here has no length penalty: every beam runs ``max_tokens`` tokens.)
         max_tokens: Tokens to generate (characters at char level, words and punctuation at word level).
         seed: Random seed: the same checkpoint, prompt, options and seed give the same text.
         device: Where to run (``cpu``, ``cuda``, ...).
@@ -41,7 +40,7 @@ def generate(
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
     options = decoding_options(
         strategy, beam_size=beam_size, temperature=temperature, top_k=top_k, top_p=top_p,
-        length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+        no_repeat_ngram_size=no_repeat_ngram_size,
     )  # fmt: skip
     module = load_language_model(checkpoint, map_location=device)
     text = module.generate(prompt, strategy, max_tokens, seed=seed, **options)

@@ -8,7 +8,7 @@ model families link different arguments (encoder settings vs. tokenisation level
 
     captioning lm fit --config configs/lm.yaml
     captioning lm fit --config configs/lm_shakespeare.yaml --data.files '[path/to/input.txt]'
-    captioning lm --help
+    captioning lm fit --help
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def lm_main(args: list[str] | None = None, run: bool = True) -> LanguageModelCLI
         LanguageModelDataModule,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,  # the module's own AdamW and schedule: no --optimizer to override them
         args=args,
         run=run,
     )

@@ -12,7 +12,6 @@ import csv
 import html
 import io
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,14 +21,16 @@ matplotlib.use("Agg")  # no display: render to memory
 import matplotlib.pyplot as plt  # noqa: E402
 
 from captioning.data.images import READ_ERRORS  # noqa: E402
+from captioning.files import write_text_atomic  # noqa: E402
 from captioning.gallery import _STYLE, thumbnail_data_uri  # noqa: E402
 
 # (title, y label, metric keys, x axis)
 PANELS = [
     ("Loss", "cross-entropy (nats/token)", ["train/loss", "val/loss"], "step"),
     ("BLEU (validation)", "BLEU", ["val/bleu1", "val/bleu2", "val/bleu3", "val/bleu4"], "epoch"),
+    ("Bits per character (validation, language model)", "bits/char", ["val/bpc"], "epoch"),
     ("Gradient norm before clipping", "global L2 norm", ["train/grad_norm"], "step"),
-    ("Learning rate", "lr", ["lr-AdamW", "lr-AdamW/pg1"], "step"),
+    ("Learning rate", "lr", ["lr-AdamW", "lr-AdamW/pg1", "train/lr"], "step"),
 ]
 
 
@@ -95,18 +96,18 @@ def report(run_dir: str) -> Path:
             f"{metrics} not found: RUN_DIR must be a run folder written by `captioning fit` (e.g. runs/shapes)"
         )
     series = read_metrics(metrics)
-    plots = [p for p in (_plot(series, *panel) for panel in PANELS) if p]
+    plots = [(panel[0], uri) for panel in PANELS if (uri := _plot(series, *panel))]
     epochs = sorted((root / "samples").glob("epoch_*.jsonl"))
     samples = [json.loads(line) for line in epochs[-1].read_text().splitlines()] if epochs else []
-    final = {k: v[-1][2] for k, v in series.items() if k.startswith(("val/bleu", "test/bleu"))}
+    final = {k: v[-1][2] for k, v in series.items() if k.startswith(("val/bleu", "val/bpc", "val/ppl", "test/"))}
     summary = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>" for k, v in sorted(final.items()))
     parts = [
         f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>Report: {html.escape(root.name)}</title>',
         f"<style>{_STYLE}.plots img {{ max-width: 100%; }} ol {{ font-size: .8rem; padding-left: 1.2rem; }}</style></head>\n",
         f"<body><h1>Training run: {html.escape(str(root))}</h1>\n",
-        f"<h2>Final scores</h2><table>{summary}</table>\n" if summary else "",
+        f"<h2>Final scores (last logged)</h2><table>{summary}</table>\n" if summary else "",
         '<h2>Learning curves</h2><div class="grid plots">',
-        "".join(f'<img src="{p}" alt="plot">' for p in plots),
+        "".join(f'<img src="{uri}" alt="{html.escape(title)}">' for title, uri in plots),
         "</div>\n",
     ]
     if samples:
@@ -115,7 +116,5 @@ def report(run_dir: str) -> Path:
         parts.append("</div>\n")
     parts.append("</body></html>\n")
     path = root / "report.html"
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text("".join(parts), encoding="utf-8")
-    os.replace(partial, path)
+    write_text_atomic(path, "".join(parts))
     return path

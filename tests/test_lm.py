@@ -248,6 +248,8 @@ def test_every_lm_config_fits(name: str, corpus: Path, shapes_root: Path, tmp_pa
     assert math.isfinite(float(cli.trainer.callback_metrics["val/bpc"]))
     last = torch.load(next(tmp_path.glob("runs/**/last.ckpt")), map_location="cpu", weights_only=True)
     assert last["hyper_parameters"]["level"] == cli.datamodule.level
+    report = next(tmp_path.glob("runs/*/report.html")).read_text()
+    assert "Bits per character" in report and "data:image/png;base64," in report
 
 
 # --- decoder transfer ------------------------------------------------------------------------------

@@ -176,6 +176,16 @@ def test_files_and_globs_in_order(tmp_path: Path) -> None:
     assert data.spans()["train"][0] == "first\nsecond\n"
     with pytest.raises(FileNotFoundError, match="matches no file"):
         LanguageModelDataModule(files=[str(tmp_path / "nope*.txt")]).spans()
+    (tmp_path / "latin1.txt").write_bytes("Café crème\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8 \(byte 3: b'\\xe9'\); convert it, e.g. `iconv"):
+        LanguageModelDataModule(files=[str(tmp_path / "latin1.txt")]).spans()
+    (tmp_path / "bom.txt").write_bytes("\ufeffhello\n".encode())  # a BOM is not text
+    assert (
+        LanguageModelDataModule(files=[str(tmp_path / "bom.txt")], val_fraction=0.0, test_fraction=0.0).spans()[
+            "train"
+        ][0]
+        == "hello\n"
+    )
 
 
 def test_hugging_face_dataset_from_a_local_folder(tmp_path: Path) -> None:

@@ -256,7 +256,9 @@ class CaptionDataModule(L.LightningDataModule):
 
     Args:
         root: Data set folder.
-        format: ``auto``, ``imagefolder``, ``karpathy`` or ``flickr8k`` (see the module docstring).
+        format: ``auto`` (from what ``root`` holds), ``imagefolder`` (split folders with
+            ``metadata.jsonl``), ``karpathy`` (``dataset_*.json``) or ``flickr8k`` (``captions.txt`` or
+            ``Flickr8k.token.txt``).
         image_root: Where the images of a Karpathy/Flickr8k data set are (default ``root/images`` or ``root/Images``).
         test_split: The split ``captioning test`` evaluates (``novel`` on shapes: unseen colour-shape pairs).
         batch_size: Pairs per training batch, per process.

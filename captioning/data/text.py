@@ -77,7 +77,13 @@ def read_files(patterns: list[str]) -> str:
         if not matches or not all(Path(m).is_file() for m in matches):
             raise FileNotFoundError(f"data.files: {pattern!r} matches no file")
         for match in matches:
-            text = Path(match).read_text(encoding="utf-8", errors="replace")
+            try:
+                text = Path(match).read_text(encoding="utf-8-sig")
+            except UnicodeDecodeError as error:  # training on U+FFFD for every accent would be silent damage
+                raise ValueError(
+                    f"data.files: {match} is not UTF-8 (byte {error.start}: {error.object[error.start : error.start + 1]!r}); "
+                    f"convert it, e.g. `iconv -f latin1 -t utf-8 {match} > {Path(match).stem}.utf8.txt`"
+                ) from error
             parts.append(text if text.endswith("\n") else text + "\n")
     return "".join(parts)
 

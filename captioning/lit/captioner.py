@@ -224,7 +224,7 @@ class CaptioningModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.vocab.require_same(
             checkpoint["hyper_parameters"].get("vocab_tokens"),
-            "load it with load_captioner, or train on the data set it was trained on",
+            "score it with `captioning evaluate --checkpoint ...`, or train on the data set it was trained on",
         )
 
 
