@@ -157,9 +157,9 @@ def _caption_local(pending: list[str], sink: CaptionFile, errors: ErrorLog, run:
 
 
 def caption_distributed(
-    pending: list[str], sink: CaptionFile, errors: ErrorLog, run: dict, devices: int
+    pending: list[str], sink: CaptionFile, errors: ErrorLog, done: set[str], run: dict, devices: int
 ) -> tuple[int, float, bool]:
-    """``devices`` processes through Lightning's predict loop.
+    """``devices`` processes through Lightning's predict loop; ``done``: the images already in the output.
 
     Returns the images captioned, the seconds spent in the predict loop, and whether this is
     the main process (the only one that reports).
@@ -171,7 +171,6 @@ def caption_distributed(
 
     captioner = Captioner.from_checkpoint(run["checkpoint"], max_pixels=run["max_pixels"])
     loader = image_loader(pending, captioner.transform, captioner.image_size, run)
-    done = sink.keys()
     writer = CaptionWriter(sink.path, errors, done, progress=run["progress"], total=len(pending))
     accelerator = "cpu" if run["accelerator"] == "cpu" or not torch.cuda.is_available() else "gpu"
     trainer = L.Trainer(
@@ -289,14 +288,15 @@ def caption(
     paths = list_images(input, recursive=recursive)
     if not paths:
         raise SystemExit(f"error: no images found at --input {input} (extensions: jpg jpeg png webp bmp gif tif tiff)")
-    if not _is_launched_child():  # only the first process tidies the output before captioning
+    if _is_launched_child():  # the first process has tidied the output; this one only reads it
+        done = sink.keys()
+    else:
         repair_tail(sink.path)
-        sink.keys()  # refuses a file that is not an output of this command, before anything is written beside it
+        done = sink.keys()  # also refuses a file that is not an output of this command, before writing beside it
         claim_output(output, _settings(run))
         errors.path.unlink(missing_ok=True)  # failures are retried; this run lists its own
-        merge_parts(output, None, sink.keys())  # parts of a killed multi-process run
+        merge_parts(output, None, done)  # parts of a killed multi-process run; `done` gains their images
     images = list(dict.fromkeys(image_key(path) for path in paths))  # a file listed twice (a.png, ./a.png) counts once
-    done = sink.keys()
     pending = [image for image in images if image not in done]
     skipped = len(images) - len(pending)
     attempted = pending[:limit] if limit is not None else pending
@@ -304,7 +304,7 @@ def caption(
     with pixel_limit(max_pixels):
         if min(devices, len(attempted)) > 1:
             captioned, seconds, is_main = caption_distributed(
-                attempted, sink, errors, run, min(devices, len(attempted))
+                attempted, sink, errors, done, run, min(devices, len(attempted))
             )
             if not is_main:
                 return {}

@@ -45,6 +45,7 @@ def tiny_model_kwargs() -> dict:
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_data_kwargs: dict, tiny_model_kwargs: dict) -> Path:
     """A tiny captioner trained for a few seconds on the tiny shapes set, saved as a checkpoint."""
     import lightning as L
+    from quiet_trainer import quiet_trainer
 
     from captioning.data.captions import CaptionDataModule
     from captioning.lit.captioner import CaptioningModule
@@ -53,10 +54,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_data_kwargs: 
     data = CaptionDataModule(**tiny_data_kwargs)
     model = CaptioningModule(vocab_tokens=data.vocab_tokens, **tiny_model_kwargs)
     folder = tmp_path_factory.mktemp("checkpoint")
-    trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=6, limit_val_batches=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=folder,
-    )  # fmt: skip
+    trainer = quiet_trainer(folder, max_epochs=6, limit_val_batches=0)
     trainer.fit(model, data)
     trainer.save_checkpoint(folder / "tiny.ckpt")
     return folder / "tiny.ckpt"

@@ -3,18 +3,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
+from quiet_trainer import quiet_trainer  # tests/ is on sys.path
 
 from captioning.data.captions import CaptionDataModule
 from captioning.lit.captioner import CaptioningModule, load_captioner
 from captioning.models.decoder import Decoder
-
-
-def _trainer(tmp_path, **kwargs) -> L.Trainer:
-    options = {
-        "accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
-        "enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": tmp_path,
-    }  # fmt: skip
-    return L.Trainer(**{**options, **kwargs})
 
 
 @pytest.fixture()
@@ -73,7 +66,7 @@ class _RecordNorms(Callback):
 
 def test_gradient_clipping_bounds_the_global_norm(model, data, tmp_path):
     recorder = _RecordNorms()
-    trainer = _trainer(tmp_path, max_steps=4, gradient_clip_val=0.05, callbacks=[recorder], limit_val_batches=0)
+    trainer = quiet_trainer(tmp_path, max_steps=4, gradient_clip_val=0.05, callbacks=[recorder], limit_val_batches=0)
     trainer.fit(model, data)
     assert len(recorder.norms) == 4
     assert max(recorder.norms) <= 0.05 + 1e-6
@@ -85,7 +78,7 @@ def test_short_training_drives_the_loss_down(model, data, tmp_path):
     batch = next(iter(data.train_dataloader()))
     model.eval()
     before = model.loss(batch).item()
-    _trainer(tmp_path, max_epochs=8, limit_val_batches=0).fit(model, data)
+    quiet_trainer(tmp_path, max_epochs=8, limit_val_batches=0).fit(model, data)
     model.eval()
     after = model.loss(batch).item()
     assert after < 0.6 * before, (before, after)
@@ -93,7 +86,7 @@ def test_short_training_drives_the_loss_down(model, data, tmp_path):
 
 @pytest.mark.slow
 def test_checkpoint_round_trip_weights_only_gives_identical_captions(model, data, tmp_path):
-    trainer = _trainer(tmp_path, max_epochs=2, limit_val_batches=0)
+    trainer = quiet_trainer(tmp_path, max_epochs=2, limit_val_batches=0)
     trainer.fit(model, data)
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
@@ -109,7 +102,7 @@ def test_checkpoint_round_trip_weights_only_gives_identical_captions(model, data
 
 
 def test_checkpoint_with_another_vocabulary_is_refused(model, data, tmp_path, tiny_model_kwargs):
-    trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer = quiet_trainer(tmp_path, max_steps=1, limit_val_batches=0)
     trainer.fit(model, data)
     trainer.save_checkpoint(tmp_path / "model.ckpt")
     other = CaptioningModule(vocab_tokens=[*data.vocab_tokens, "zebra"], **tiny_model_kwargs)

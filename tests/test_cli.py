@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from captioning.cli import main
 from captioning.lit.captioner import CaptioningModule
@@ -78,44 +79,12 @@ def test_fit_test_and_resume_from_last(tmp_path, monkeypatch, tiny_data_kwargs, 
 
 
 def test_subcommand_flags_take_dashes_or_underscores(tmp_path):
-    main(
-        [
-            "make-shapes",
-            "--out",
-            str(tmp_path / "a"),
-            "--train=2",
-            "--validation",
-            "1",
-            "--test",
-            "1",
-            "--novel",
-            "1",
-            "--image-size",
-            "32",
-        ]
-    )
-    main(
-        [
-            "make-shapes",
-            "--out",
-            str(tmp_path / "b"),
-            "--train=2",
-            "--validation",
-            "1",
-            "--test",
-            "1",
-            "--novel",
-            "1",
-            "--image_size",
-            "32",
-        ]
-    )
-    from PIL import Image
-
-    assert Image.open(tmp_path / "a" / "train" / "00000.png").size == (32, 32)
-    assert (tmp_path / "a" / "train" / "00000.png").read_bytes() == (
-        tmp_path / "b" / "train" / "00000.png"
-    ).read_bytes()
+    sizes = ["--train=2", "--validation", "1", "--test", "1", "--novel", "1"]
+    for folder, flag in (("a", "--image-size"), ("b", "--image_size")):
+        main(["make-shapes", "--out", str(tmp_path / folder), *sizes, flag, "32"])
+    first, second = (tmp_path / folder / "train" / "00000.png" for folder in ("a", "b"))
+    assert Image.open(first).size == (32, 32)
+    assert first.read_bytes() == second.read_bytes()
 
 
 def test_bad_input_prints_one_error_line_and_traceback_on_request(tmp_path, capsys):

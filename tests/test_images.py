@@ -210,12 +210,10 @@ def test_a_batch_of_only_bad_files_collates_to_no_images(tmp_path):
     assert batch["images"] is None and batch["paths"] == [] and len(batch["errors"]) == 1
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "setuid") or os.geteuid() != 0, reason="needs root to switch to an unprivileged user"
-)
 def test_unreadable_file_is_reported_not_raised():
-    """As root every file is readable, so a real EACCES needs another user: the reading runs in a
-    subprocess that drops to `nobody` (uid 65534) and meets a mode-000 file."""
+    """A mode-000 file is read in a subprocess, by an unprivileged user: as root every file is
+    readable, so there the subprocess first drops to `nobody` (uid 65534)."""
+    drop_privileges = "os.setgid(65534); os.setuid(65534)" if os.geteuid() == 0 else ""
     with tempfile.TemporaryDirectory() as name:  # under /tmp, not pytest's root-only folder
         folder = Path(name)
         folder.chmod(0o755)
@@ -226,7 +224,7 @@ def test_unreadable_file_is_reported_not_raised():
             from PIL import Image
             from captioning.data.images import ImageFolder
             Image.init()  # import every plugin while the interpreter's files are still readable
-            os.setgid(65534); os.setuid(65534)
+            {drop_privileges}
             item = ImageFolder([{str(folder / "locked.png")!r}], transform=None)[0]
             print(json.dumps(item["error"]))
         """)

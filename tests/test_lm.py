@@ -9,6 +9,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from quiet_trainer import quiet_trainer  # tests/ is on sys.path
 
 from captioning.cli import main as cli_main
 from captioning.data.text import IGNORE_INDEX, LanguageModelDataModule
@@ -28,14 +29,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = {"embed_dim": 8, "hidden_dim": 16, "num_layers": 2, "dropout": 0.0, "sample_tokens": 0}
-
-
-def _trainer(tmp_path: Path, **kwargs) -> L.Trainer:
-    options = {
-        "accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
-        "enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": tmp_path,
-    }  # fmt: skip
-    return L.Trainer(**{**options, **kwargs})
 
 
 @pytest.fixture()
@@ -105,7 +98,7 @@ def test_validation_in_mid_epoch_leaves_the_training_state_alone(data) -> None:
 def test_validation_loss_ppl_and_bits_per_character(corpus: Path, tmp_path: Path, level: str) -> None:
     data = LanguageModelDataModule(files=[str(corpus)], level=level, eval_batch_size=1, bptt=10, val_fraction=0.2)
     module = _module(data).eval()
-    metrics = _trainer(tmp_path).validate(module, data, verbose=False)[0]
+    metrics = quiet_trainer(tmp_path).validate(module, data, verbose=False)[0]
 
     # Reference: the whole validation span as one sequence through the model, state carried throughout.
     inputs, targets, chars = data.streams("validation")
@@ -143,8 +136,8 @@ def test_ddp_processes_split_the_streams_and_sum_exactly(corpus: Path, tmp_path:
         return LanguageModelDataModule(files=[str(corpus)], batch_size=4, eval_batch_size=4, bptt=12)
 
     module = _module(data())
-    one = _trainer(tmp_path).validate(module, data(), verbose=False)[0]
-    trainer = _trainer(tmp_path, strategy="ddp_spawn", devices=2, callbacks=[_FirstChunk(tmp_path)])
+    one = quiet_trainer(tmp_path).validate(module, data(), verbose=False)[0]
+    trainer = quiet_trainer(tmp_path, strategy="ddp_spawn", devices=2, callbacks=[_FirstChunk(tmp_path)])
     two = trainer.validate(module, data(), verbose=False)[0]
     # Each process reads its own two of the four streams ...
     whole = data().streams("validation")[0][:, :12]
@@ -164,7 +157,7 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor(data, tmp_path: Path)
         def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
             lrs.append(optimizer.param_groups[0]["lr"])
 
-    _trainer(tmp_path, max_steps=6, limit_val_batches=0, callbacks=[Record()]).fit(module, data)
+    quiet_trainer(tmp_path, max_steps=6, limit_val_batches=0, callbacks=[Record()]).fit(module, data)
     progress = [(s - 0) / 6 for s in range(2, 6)]
     want = [5e-3, 1e-2] + [1e-2 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p))) for p in progress]
     assert lrs == pytest.approx(want)
@@ -175,7 +168,7 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor(data, tmp_path: Path)
 
 def test_checkpoint_reloads_with_weights_only_and_generates_the_same_text(data, tmp_path: Path, capsys) -> None:
     module = _module(data, cell="gru", sample_tokens=5)
-    trainer = _trainer(tmp_path, max_steps=3, limit_val_batches=1)
+    trainer = quiet_trainer(tmp_path, max_steps=3, limit_val_batches=1)
     trainer.fit(module, data)
     path = tmp_path / "lm.ckpt"
     trainer.save_checkpoint(path)
@@ -262,7 +255,7 @@ def test_caption_decoder_starts_from_a_language_model_trained_on_the_captions(
 
     data = LanguageModelDataModule(caption_root=str(shapes_root), level="word", batch_size=4, bptt=10)
     module = _module(data)
-    trainer = _trainer(tmp_path, max_steps=2, limit_val_batches=0)
+    trainer = quiet_trainer(tmp_path, max_steps=2, limit_val_batches=0)
     trainer.fit(module, data)
     path = tmp_path / "lm.ckpt"
     trainer.save_checkpoint(path)
@@ -304,7 +297,7 @@ def test_hidden_gradient_norms_end_with_the_output_layer_gradient() -> None:
 
 def test_gradient_flow_callback_writes_a_plot(data, tmp_path: Path) -> None:
     callback = GradientFlow(rows=2, dirpath=str(tmp_path / "plots"))
-    _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0, callbacks=[callback]).fit(
+    quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0, callbacks=[callback]).fit(
         _module(data), data
     )
     assert callback.last_path == tmp_path / "plots" / "gradient_flow_epoch0.png"
