@@ -33,7 +33,7 @@ test: $(STAMP)
 # cores, prints validation bits per character after each epoch, then a sample at temperature 0.8.
 lm-demo: $(STAMP)
 	$(BIN)/captioning lm fit --config configs/lm.yaml
-	$(BIN)/captioning generate --checkpoint runs/lm/checkpoints/last.ckpt --prompt "The " --strategy sample --temperature 0.8 --max_tokens 400 --seed 0
+	$(BIN)/captioning generate --checkpoint runs/lm/latest/checkpoints/last.ckpt --prompt "The " --strategy sample --temperature 0.8 --max_tokens 400 --seed 0
 
 clean:
 	rm -rf runs data/cache

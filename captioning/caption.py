@@ -253,7 +253,7 @@ def caption(
         input: A folder, a glob pattern (quote it) or a ``.txt`` file with one image path per line.
         output: ``captions.jsonl`` or ``captions.csv``. An existing file is resumed: images it
             holds are skipped. Unreadable files are listed in ``<output>.errors.jsonl`` beside it.
-        recursive: Include the subfolders of a folder ``--input``: ``--recursive true`` (a glob's ``**``
+        recursive: Include the subfolders of a folder ``--input``: ``--recursive`` (a glob's ``**``
             spans folders without it).
         batch_size: Images encoded and decoded at once.
         num_workers: Processes reading and decoding image files (0: in the main process).
@@ -287,7 +287,10 @@ def caption(
     errors = ErrorLog(errors_path(output))
     paths = list_images(input, recursive=recursive)
     if not paths:
-        raise SystemExit(f"error: no images found at --input {input} (extensions: jpg jpeg png webp bmp gif tif tiff)")
+        hint = " in it; its subfolders have some: add --recursive" if not recursive and list_images(input, True) else ""
+        raise SystemExit(
+            f"error: no images found at --input {input}{hint} (extensions: jpg jpeg png webp bmp gif tif tiff)"
+        )
     if _is_launched_child():  # the first process has tidied the output; this one only reads it
         done = sink.keys()
     else:

@@ -7,92 +7,18 @@ signatures and docstrings are their ``--help``.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-from jsonargparse import auto_cli
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from captioning.cli_options import check_config_family, constructor_options, run_function
 from captioning.data.captions import CaptionDataModule
 from captioning.lit.captioner import CaptioningModule
-from captioning.lit.tracking import CSVLogger, run_directory
-
-
-class LogConfigCallback(SaveConfigCallback):
-    """Saves ``config.yaml`` as usual and logs the whole resolved config to every logger (W&B's run config)."""
-
-    def save_config(self, trainer, pl_module, stage: str) -> None:
-        config = self.parser.dump(self.config, skip_none=False, format="json")
-        for logger in trainer.loggers:
-            logger.log_hyperparams({"config": json.loads(config)})
-
-
-class ProjectCLI(LightningCLI):
-    """What the captioner's and the language model's commands share.
-
-    ``fit``, ``validate`` and ``test`` (``predict`` is ``captioning caption``: folders of images,
-    streamed and resumable); ``--num_threads``; the HTML report after ``fit``; and run logs that
-    survive: ``validate``, ``test`` and a ``fit`` that restores a checkpoint append to the run's
-    ``metrics.csv`` (:class:`captioning.lit.tracking.CSVLogger`) instead of replacing it.
-    """
-
-    @staticmethod
-    def subcommands() -> dict[str, set[str]]:
-        return {name: keys for name, keys in LightningCLI.subcommands().items() if name != "predict"}
-
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument(
-            "--num_threads",
-            type=int,
-            default=0,
-            help="CPU threads for torch (0: torch's default, one per core). On a machine whose cores are "
-            "busy with other work, 1 can be much faster than 2: a recurrent net runs many tiny parallel "
-            "regions per step, and each waits for its slowest thread.",
-        )
-
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        if config.get("num_threads", 0) > 0:
-            torch.set_num_threads(config.num_threads)
-
-    def before_fit(self) -> None:
-        if self._restores_checkpoint(self.config[self.subcommand].get("ckpt_path")):
-            self._continue_run_logs()
-
-    def after_fit(self) -> None:
-        """Write the run's HTML report (learning curves, and caption samples for a captioner) and say where it is."""
-        from captioning.report import report  # matplotlib: only when there is a report to draw
-
-        run_dir = run_directory(self.trainer)
-        if self.trainer.is_global_zero and run_dir is not None and (run_dir / "csv" / "metrics.csv").is_file():
-            print(f"report: {report(str(run_dir))}")
-
-    def before_validate(self) -> None:
-        self._continue_run_logs()
-
-    def before_test(self) -> None:
-        self._continue_run_logs()
-
-    def _restores_checkpoint(self, ckpt_path: str | None) -> bool:
-        """Whether ``fit`` will go on from a checkpoint: ``last`` starts afresh when there is none yet."""
-        if ckpt_path != "last":
-            return ckpt_path is not None
-        return any(
-            Path(callback.dirpath, f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}").is_file()
-            for callback in self.trainer.checkpoint_callbacks
-            if isinstance(callback, ModelCheckpoint) and callback.dirpath
-        )
-
-    def _continue_run_logs(self) -> None:
-        for logger in self.trainer.loggers:
-            if isinstance(logger, CSVLogger):
-                logger.continue_log = True
+from captioning.project_cli import ProjectCLI
 
 
 class CaptioningCLI(ProjectCLI):
@@ -111,8 +37,6 @@ def lightning_main(args: list[str] | None = None) -> CaptioningCLI:
         CaptioningModule,
         CaptionDataModule,
         seed_everything_default=0,
-        save_config_callback=LogConfigCallback,
-        save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,  # the module's own AdamW groups and schedule: no --optimizer to override them
         args=args,
     )
@@ -134,14 +58,6 @@ def _commands() -> dict[str, Callable]:
     }
 
 
-def _underscore_flag(arg: str) -> str:
-    """``--beam-size 3`` -> ``--beam_size 3``: both spellings work (jsonargparse only knows underscores)."""
-    if not arg.startswith("--"):
-        return arg
-    name, sep, value = arg.partition("=")
-    return "--" + name[2:].replace("-", "_") + sep + value
-
-
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test")
 
 USER_ERRORS = (ValueError, OSError)
@@ -157,10 +73,15 @@ def main(argv: list[str] | None = None) -> None:
         args.remove("--traceback")
         if argv is None:  # LightningCLI and Lightning's DDP launcher read sys.argv
             sys.argv = [sys.argv[0], *args]
+    # The CLIs get their words explicitly (``captioning lm fit`` hands on those after ``lm``), while
+    # sys.argv stays as typed for Lightning's DDP launcher: Lightning's warning about both is moot.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
     try:
-        _dispatch(args, None if argv is None else args)
+        _dispatch(args)
     except SIGTERMException:  # Lightning's graceful stop on SIGTERM (docker stop, SLURM, timeout) is a SystemExit(0)
         sys.exit("stopped by SIGTERM: `--ckpt_path last` resumes a fit; `captioning caption` resumes when rerun")
+    except KeyboardInterrupt:  # Ctrl-C outside a Trainer (captioning caption, evaluate): nothing written is lost
+        sys.exit("interrupted: what was written is kept; `captioning caption` goes on where it stopped when rerun")
     except BrokenPipeError:  # `captioning caption ... | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
@@ -170,20 +91,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {error}\n(rerun with --traceback to see where it was raised)")
 
 
-def _dispatch(args: list[str], argv: list[str] | None) -> None:
+def _dispatch(args: list[str]) -> None:
     if args and args[0] == "lm":  # the language model's LightningCLI: captioning lm fit --config configs/lm.yaml
         from captioning.lm_cli import lm_main
 
-        lm_main(None if argv is None else args[1:])
+        _check_family(args[1:], language_model=True)
+        lm_main(args[1:])
         return
     commands = _commands()
     if args and args[0] in commands:
-        result = auto_cli(
-            commands[args[0]],
-            args=[_underscore_flag(a) for a in args[1:]],
-            as_positional=False,
-            prog=f"captioning {args[0]}",
-        )
+        result = run_function(commands[args[0]], args[1:], prog=f"captioning {args[0]}")
         if isinstance(result, Path):  # a file the command wrote
             print(result)
         return
@@ -196,7 +113,22 @@ def _dispatch(args: list[str], argv: list[str] | None) -> None:
         )
     if args[0] in ("-h", "--help"):
         print(f"other subcommands: {', '.join(commands)}, lm (captioning SUBCOMMAND --help)\n")
-    lightning_main(argv)  # None: LightningCLI reads sys.argv itself
+    _check_family(args, language_model=False)
+    lightning_main(args)
+
+
+def _check_family(args: list[str], language_model: bool) -> None:
+    """A caption config given to ``captioning lm fit`` (or the other way round) is named as such."""
+    from captioning.data.text import LanguageModelDataModule
+    from captioning.lit.language_model import LanguageModule
+
+    captioner = {"model": constructor_options(CaptioningModule), "data": constructor_options(CaptionDataModule)}
+    language = {"model": constructor_options(LanguageModule), "data": constructor_options(LanguageModelDataModule)}
+    subcommand = next((a for a in args if not a.startswith("-")), "fit")
+    if language_model:
+        check_config_family(args, language, captioner, f"captioning {subcommand}")
+    else:
+        check_config_family(args, captioner, language, f"captioning lm {subcommand}")
 
 
 if __name__ == "__main__":

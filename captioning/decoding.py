@@ -26,6 +26,7 @@ tensors and carry no autograd history.
 """
 
 import hashlib
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -225,6 +226,18 @@ def greedy(
     )
 
 
+def inverse_cdf(probs: Tensor, uniforms: Tensor) -> Tensor:
+    """The token of each row (B, V) whose cumulative probability first exceeds its uniform in [0, 1).
+
+    ``u * total`` can round up to the total itself: then the pick is the last token that has mass,
+    never one that top-k, top-p or a ban removed.
+    """
+    cdf = probs.cumsum(dim=-1)  # (B, V)
+    picked = torch.searchsorted(cdf, (uniforms * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
+    last_allowed = (probs > 0).long().cumsum(dim=-1).argmax(dim=-1)  # argmax: the first of the equal maxima
+    return torch.minimum(picked, last_allowed)
+
+
 @torch.inference_mode()
 def sample(
     step: StepFn,
@@ -277,9 +290,7 @@ def sample(
             # Inverse CDF with one uniform per row from its own CPU stream (every row draws once per
             # step, finished or not): the same numbers on any device, unlike device generators.
             uniforms = torch.stack([torch.rand((), generator=g) for g in generator]).to(probs.device)  # (B,)
-            cdf = probs.cumsum(dim=-1)  # (B, V)
-            picked = torch.searchsorted(cdf, (uniforms * cdf[:, -1]).unsqueeze(1), right=True)  # a token of mass > 0
-            return picked.squeeze(1).clamp_max(probs.size(1) - 1)
+            return inverse_cdf(probs, uniforms)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
     return _run(
@@ -435,6 +446,16 @@ def decoding_options(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    given = {"temperature": temperature != 1.0, "top_k": top_k is not None, "top_p": top_p is not None,
+             "beam_size": beam_size != 3, "length_penalty": length_penalty != 1.0, "no_repeat_ngram_size": no_repeat_ngram_size != 0}  # fmt: skip
+    owner = {"temperature": "sample", "top_k": "sample", "top_p": "sample", "beam_size": "beam", "length_penalty": "beam",
+             "no_repeat_ngram_size": "beam"}  # fmt: skip
+    for name, set_by_user in given.items():
+        if set_by_user and owner[name] != strategy:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(
+                f"{flag} applies to --strategy {owner[name]}, not {strategy}: add --strategy {owner[name]}"
+            )
     options: dict[str, Any] = {"min_length": min_length}
     if max_length is not None:
         options["max_length"] = max_length
@@ -449,10 +470,20 @@ def decoding_options(
 def decode(step: StepFn, state: State, start_tokens: Tensor, *, strategy: str, **options: Any) -> Decoded:
     """Run the strategy named ``strategy`` ("greedy", "sample" or "beam") with ``options``.
 
-    ``options`` go to the strategy unchanged, so one it does not take (``beam_size`` for
-    "greedy", say) raises ``TypeError`` rather than being silently ignored.
+    An option the strategy does not take (``temperature`` for "greedy", say) is refused with the
+    strategy that uses it, rather than silently ignored.
     """
     if strategy not in STRATEGIES:
         valid = ", ".join(repr(s) for s in STRATEGIES)
         raise ValueError(f"strategy must be one of {valid}, got {strategy!r}")
+    taken = inspect.signature(STRATEGIES[strategy]).parameters
+    for name in options:
+        if name not in taken:
+            users = [s for s, fn in STRATEGIES.items() if name in inspect.signature(fn).parameters]
+            raise ValueError(
+                f"{name} is an option of the {' / '.join(users) or 'no'} strategy, not of {strategy!r}: "
+                f"pass strategy={users[0]!r} to use it"
+                if users
+                else f"{name} is not a decoding option"
+            )
     return STRATEGIES[strategy](step, state, start_tokens, **options)

@@ -1,7 +1,7 @@
 """The Python API for captioning images with a trained checkpoint.
 
     from captioning.inference import Captioner
-    captioner = Captioner.from_checkpoint("runs/shapes/checkpoints/best.ckpt")
+    captioner = Captioner.from_checkpoint("runs/shapes/latest/checkpoints/best.ckpt")
     captioner.caption("photo.jpg")                              # -> "a dog runs on the grass"
     captioner.caption(["a.jpg", pil_image, tensor], strategy="beam", beam_size=5)  # -> [str, str, str]
 

@@ -13,11 +13,9 @@ model families link different arguments (encoder settings vs. tokenisation level
 
 from __future__ import annotations
 
-import sys
-
-from captioning.cli import ProjectCLI
 from captioning.data.text import LanguageModelDataModule
 from captioning.lit.language_model import LanguageModule
+from captioning.project_cli import ProjectCLI
 
 
 class LanguageModelCLI(ProjectCLI):
@@ -29,19 +27,18 @@ class LanguageModelCLI(ProjectCLI):
         parser.link_arguments("data.vocab_tokens", "model.vocab_tokens", apply_on="instantiate")
 
 
-def lm_main(args: list[str] | None = None, run: bool = True) -> LanguageModelCLI:
-    """Run ``captioning lm ...`` with ``args`` (the words after ``lm``; ``None``: from the command
-    line). Returns the CLI, whose ``trainer`` and ``model`` the caller may inspect (benchmarks, tests)."""
-    if args is None and sys.argv[1:2] == ["lm"]:
-        sys.argv = [
-            f"{sys.argv[0]} lm",
-            *sys.argv[2:],
-        ]  # LightningCLI reads sys.argv; --help says "captioning lm"
+def lm_main(args: list[str], run: bool = True) -> LanguageModelCLI:
+    """Run ``captioning lm ...`` with ``args`` (the words after ``lm``). Returns the CLI, whose
+    ``trainer`` and ``model`` the caller may inspect (benchmarks, tests).
+
+    ``sys.argv`` is left as the user typed it: Lightning's DDP launcher starts the other
+    processes with it, and they must run ``captioning lm ...`` again.
+    """
     return LanguageModelCLI(
         LanguageModule,
         LanguageModelDataModule,
         seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": "captioning lm"},
         auto_configure_optimizers=False,  # the module's own AdamW and schedule: no --optimizer to override them
         args=args,
         run=run,

@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from captioning.data.images import READ_ERRORS  # noqa: E402
 from captioning.files import write_text_atomic  # noqa: E402
 from captioning.gallery import _STYLE, thumbnail_data_uri  # noqa: E402
+from captioning.run_folders import LATEST  # noqa: E402
 
 # (title, y label, metric keys, x axis)
 PANELS = [
@@ -87,13 +88,17 @@ def report(run_dir: str) -> Path:
     """Write ``RUN_DIR/report.html`` (learning curves + caption gallery) and return its path.
 
     Args:
-        run_dir: A training run's folder, e.g. ``runs/shapes`` (holds ``csv/metrics.csv``).
+        run_dir: A training run's folder, e.g. ``runs/shapes/version_0`` (holds ``csv/metrics.csv``);
+            ``runs/shapes`` is its newest run (``runs/shapes/latest``).
     """
     root = Path(run_dir)
+    if not (root / "csv").is_dir() and (root / LATEST).is_dir():
+        root = root / LATEST
     metrics = root / "csv" / "metrics.csv"
     if not metrics.is_file():
         raise FileNotFoundError(
-            f"{metrics} not found: RUN_DIR must be a run folder written by `captioning fit` (e.g. runs/shapes)"
+            f"{metrics} not found: RUN_DIR must be a run folder written by `captioning fit` "
+            "(e.g. runs/shapes/version_0, or runs/shapes for its newest run)"
         )
     series = read_metrics(metrics)
     plots = [(panel[0], uri) for panel in PANELS if (uri := _plot(series, *panel))]

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench_caption.py                     # random mobilenet_v2 @128 + 10k-word decoder
     .venv/bin/python scripts/bench_caption.py --image_size 224    # the photo setting (about 3x slower)
-    .venv/bin/python scripts/bench_caption.py --checkpoint runs/shapes/checkpoints/best.ckpt
+    .venv/bin/python scripts/bench_caption.py --checkpoint runs/shapes/latest/checkpoints/best.ckpt
 
 1. Writes photo-like 640x480 JPEGs (noise, gradients and shapes; ``--pool`` distinct pictures,
    each file a real copy on disk) into a temporary folder.

@@ -1,7 +1,7 @@
 """Batched decoding versus the per-image loop of the well-known tutorials, in captions per second.
 
     .venv/bin/python scripts/bench_decode.py                      # random decoder, vocab 10k, hidden 512, 2 layers
-    .venv/bin/python scripts/bench_decode.py --checkpoint runs/shapes/checkpoints/best.ckpt
+    .venv/bin/python scripts/bench_decode.py --checkpoint runs/shapes/latest/checkpoints/best.ckpt
 
 The baseline captions one image at a time (batch 1 at every step, ``.item()`` to test for <eos>),
 the way most tutorials write ``sample()``. The batched engine (``captioning.decoding``) runs the

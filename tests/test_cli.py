@@ -9,6 +9,7 @@ import yaml
 from PIL import Image
 
 from captioning.cli import main
+from captioning.cli_options import run_function
 from captioning.lit.captioner import CaptioningModule
 from captioning.report import read_metrics
 
@@ -45,7 +46,8 @@ def test_fit_test_and_resume_from_last(tmp_path, monkeypatch, tiny_data_kwargs, 
     monkeypatch.chdir(tmp_path)
     common = ["--config", str(CONFIGS[0].parent / "shapes.yaml"), *_tiny_overrides(tiny_data_kwargs, tiny_model_kwargs)]
     main(["fit", *common, "--trainer.max_epochs=1"])
-    checkpoints = tmp_path / "runs" / "shapes" / "checkpoints"
+    run = tmp_path / "runs" / "shapes" / "version_0"
+    checkpoints = run / "checkpoints"
     assert (checkpoints / "best.ckpt").is_file() and (checkpoints / "last.ckpt").is_file()
     first = torch.load(checkpoints / "last.ckpt", weights_only=True)
     assert first["epoch"] == 0
@@ -63,19 +65,22 @@ def test_fit_test_and_resume_from_last(tmp_path, monkeypatch, tiny_data_kwargs, 
 
     main(["test", *common, f"--ckpt_path={checkpoints / 'best.ckpt'}"])
     # One log for the run: the resumed epoch and the test scores were appended, nothing was lost.
-    metrics = read_metrics(tmp_path / "runs" / "shapes" / "csv" / "metrics.csv")
+    metrics = read_metrics(run / "csv" / "metrics.csv")
     assert [epoch for _, epoch, _ in metrics["val/bleu4"]] == [0, 1]
     assert len(metrics["test/bleu4"]) == 1
-    assert "continue_log: true" not in (tmp_path / "runs" / "shapes" / "csv" / "config.yaml").read_text()
-    samples = tmp_path / "runs" / "shapes" / "samples"
-    assert sorted(p.name for p in samples.iterdir()) == ["epoch_000.jsonl", "epoch_001.jsonl"]
+    assert sorted(p.name for p in run.glob("config*.yaml")) == [
+        "config.fit-1.yaml",
+        "config.test-1.yaml",
+        "config.yaml",
+    ]
+    assert "continue_log: true" not in (run / "config.yaml").read_text()
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_000.jsonl", "epoch_001.jsonl"]
 
-    # `--ckpt_path last` with no checkpoint yet starts afresh (as Lightning does): so does its log.
+    # `--ckpt_path last` with no run to go on from starts a new one (as Lightning starts afresh).
     shutil.rmtree(checkpoints)
     main(["fit", *common, "--trainer.max_epochs=1", "--ckpt_path=last"])
-    metrics = read_metrics(tmp_path / "runs" / "shapes" / "csv" / "metrics.csv")
+    metrics = read_metrics(tmp_path / "runs" / "shapes" / "version_1" / "csv" / "metrics.csv")
     assert [epoch for _, epoch, _ in metrics["val/bleu4"]] == [0] and "test/bleu4" not in metrics
-    assert sorted(p.name for p in samples.iterdir()) == ["epoch_000.jsonl"]  # none left from the earlier run
 
 
 def test_subcommand_flags_take_dashes_or_underscores(tmp_path):
@@ -85,6 +90,49 @@ def test_subcommand_flags_take_dashes_or_underscores(tmp_path):
     first, second = (tmp_path / folder / "train" / "00000.png" for folder in ("a", "b"))
     assert Image.open(first).size == (32, 32)
     assert first.read_bytes() == second.read_bytes()
+
+
+def _options(recursive: bool = False, limit: int | None = None) -> dict:
+    """A command with a boolean and an integer option.
+
+    Args:
+        recursive: A boolean.
+        limit: An integer.
+    """
+    return {"recursive": recursive, "limit": limit}
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [([], (False, None)), (["--recursive"], (True, None)), (["--recursive", "true"], (True, None)),
+     (["--recursive=false"], (False, None)), (["--no-recursive"], (False, None)),
+     (["--recursive", "--limit", "3"], (True, 3)), (["--limit=3", "--recursive"], (True, 3))],
+)  # fmt: skip
+def test_booleans_work_bare_and_with_a_value(flags, expected):
+    assert tuple(run_function(_options, flags, prog="captioning x").values()) == expected
+
+
+@pytest.mark.slow
+def test_caption_recursive_bare_reads_subfolders(tiny_checkpoint, shapes_root, tmp_path):
+    photos = tmp_path / "photos"
+    shutil.copytree(shapes_root / "novel", photos / "holiday")
+    output = tmp_path / "c.jsonl"
+    command = ["caption", "--checkpoint", str(tiny_checkpoint), "--input", str(photos), "--output", str(output)]
+    with pytest.raises(SystemExit, match="its subfolders have some: add --recursive"):
+        main(command)
+    main([*command, "--recursive", "--progress", "false"])
+    assert len(output.read_text().splitlines()) == len(list((photos / "holiday").glob("*.png")))
+
+
+def test_help_shows_booleans_take_an_optional_value(capsys):
+    with pytest.raises(SystemExit):
+        main(["caption", "--help"])
+    assert "--recursive [{true,false}]" in capsys.readouterr().out
+
+
+def test_report_takes_the_run_folder_as_its_first_word(tmp_path):
+    with pytest.raises(SystemExit, match="metrics.csv not found: RUN_DIR must be a run folder"):
+        main(["report", str(tmp_path)])
 
 
 def test_bad_input_prints_one_error_line_and_traceback_on_request(tmp_path, capsys):

@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -192,3 +193,16 @@ def test_unreadable_training_image_names_the_file(shapes_root, tmp_path):
     bad.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="broken.png"):
         load_or_compute(tmp_path, "t", [str(bad)], "mobilenet_v2", True, 64, 1, num_workers=0)
+
+
+def test_feature_cache_key_sees_a_rewrite_that_kept_size_and_modification_time(tmp_path):
+    from captioning.data.features import cache_key
+
+    image = tmp_path / "a.png"
+    image.write_bytes(b"first content")
+    before = image.stat()
+    key = cache_key([str(image)], "mobilenet_v2", True, 64, 1)
+    image.write_bytes(b"other content")  # same size
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))  # as cp -p / rsync --times leave it
+    assert image.stat().st_size == before.st_size and image.stat().st_mtime_ns == before.st_mtime_ns
+    assert cache_key([str(image)], "mobilenet_v2", True, 64, 1) != key

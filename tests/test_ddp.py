@@ -24,10 +24,11 @@ def _run(cwd: Path, *args: str, env: dict) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-def _last_metrics(run: Path, prefix: str) -> dict[str, float]:
-    with (run / "runs" / "shapes" / "csv" / "metrics.csv").open(newline="") as f:
+def _metrics(run: Path, prefix: str) -> list[dict[str, float]]:
+    """Each logged row of ``prefix/*`` scores in the run's CSV log, in order."""
+    with (run / "csv" / "metrics.csv").open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get(f"{prefix}/bleu4")]
-    return {k: float(v) for k, v in rows[-1].items() if k.startswith(prefix) and v}
+    return [{k: float(v) for k, v in row.items() if k.startswith(prefix) and v} for row in rows]
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +45,20 @@ def ddp_runs(tmp_path_factory, tiny_data_kwargs, tiny_model_kwargs):
     two.mkdir()
     one.mkdir()
     _run(two, "fit", *common, "--trainer.devices=2", "--trainer.max_epochs=2", env=env)
-    checkpoints = two / "runs" / "shapes" / "checkpoints"
+    run = two / "runs" / "shapes" / "version_0"
+    checkpoints = run / "checkpoints"
     _run(two, "test", *common, "--trainer.devices=2", f"--ckpt_path={checkpoints / 'best.ckpt'}", env=env)
     _run(one, "test", *common, "--trainer.devices=1", f"--ckpt_path={checkpoints / 'best.ckpt'}", env=env)
-    return {"base": base, "two": two, "one": one, "checkpoints": checkpoints, "common": common, "env": env}
+    return {"base": base, "two": two, "one": one, "run": run, "checkpoints": checkpoints, "common": common, "env": env}
+
+
+def test_every_process_works_in_the_run_folder_of_the_first(ddp_runs):
+    assert sorted(p.name for p in (ddp_runs["two"] / "runs" / "shapes").iterdir()) == ["latest", "version_0"]
+    assert not (ddp_runs["one"] / "runs").exists()  # the tests of its checkpoint went to the run it came from
 
 
 def test_test_bleu_from_two_processes_equals_one_process(ddp_runs, shapes_root):
-    two, one = _last_metrics(ddp_runs["two"], "test"), _last_metrics(ddp_runs["one"], "test")
+    two, one = _metrics(ddp_runs["run"], "test")  # both tests appended to the run of the checkpoint
     novel = len((shapes_root / "novel" / "metadata.jsonl").read_text().splitlines())
     assert two["test/count"] == one["test/count"] == novel  # every image once, padding duplicates dropped
     for order in range(1, 5):
@@ -92,3 +99,20 @@ def test_checkpoint_from_two_processes_resumes_on_one(ddp_runs):
     pairs, batch = 96 * 4, 32  # the tiny training split, data.batch_size
     assert before["global_step"] == 2 * pairs // (2 * batch)  # two epochs, each process half the pairs
     assert after["global_step"] == before["global_step"] + pairs // batch  # one more epoch, one process
+
+
+def test_language_model_fit_starts_its_second_process_through_the_command(tmp_path):
+    """``captioning lm fit`` on 2 processes, through the installed console script the way a user types it."""
+    script = Path(sys.executable).parent / "captioning"
+    command = [str(script), "lm", "fit", "--config", str(ROOT / "configs" / "lm.yaml"), "--trainer.accelerator=cpu",
+               "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.max_epochs=1",
+               "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+               "--data.max_chars=20000", "--model.embed_dim=8", "--model.hidden_dim=16", "--model.sample_tokens=5"]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    runs = tmp_path / "runs" / "lm"
+    assert sorted(p.name for p in runs.iterdir()) == ["latest", "version_0"]  # one run for both processes
+    import torch
+
+    last = torch.load(runs / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 2

@@ -17,6 +17,7 @@ from captioning.decoding import (
     decode,
     decoding_options,
     greedy,
+    inverse_cdf,
     row_generators,
     sample,
 )
@@ -551,7 +552,7 @@ def test_unknown_strategy_lists_the_valid_ones():
 
 
 def test_decoding_options_keeps_only_those_of_the_strategy():
-    assert decoding_options("greedy", beam_size=5, temperature=0.5) == {"min_length": 0}
+    assert decoding_options("greedy", max_length=7) == {"min_length": 0, "max_length": 7}
     assert decoding_options("beam", beam_size=5, max_length=9) == {
         "min_length": 0, "max_length": 9, "beam_size": 5, "length_penalty": 1.0, "no_repeat_ngram_size": 0,
     }  # fmt: skip
@@ -562,4 +563,21 @@ def test_decoding_options_keeps_only_those_of_the_strategy():
         decoding_options("sample", temperature=0)
     with pytest.raises(ValueError, match="beam_size must be >= 1"):
         decoding_options("beam", beam_size=0)
-    assert decoding_options("greedy", temperature=0) == {"min_length": 0}  # not an option of greedy
+
+
+def test_inverse_cdf_at_the_top_of_the_range_keeps_to_allowed_tokens():
+    probs = torch.tensor([[0.2, 0.3, 0.5, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0, 0.5]])
+    # u * total == total: what float rounding makes of u = 1 - 2**-24 for some totals
+    assert inverse_cdf(probs, torch.ones(3)).tolist() == [2, 1, 4]
+    assert inverse_cdf(probs, torch.zeros(3)).tolist() == [0, 1, 0]
+    assert inverse_cdf(probs, torch.tensor([0.3, 0.5, 0.5])).tolist() == [1, 1, 4]
+
+
+def test_command_line_options_of_another_strategy_are_refused():
+    from captioning.decoding import decoding_options
+
+    with pytest.raises(ValueError, match="--temperature applies to --strategy sample, not greedy"):
+        decoding_options("greedy", temperature=0.7)
+    with pytest.raises(ValueError, match="--beam-size applies to --strategy beam, not sample"):
+        decoding_options("sample", beam_size=5)
+    assert decoding_options("sample", temperature=0.7)["temperature"] == 0.7

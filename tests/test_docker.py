@@ -9,6 +9,7 @@ import yaml
 from jsonargparse import ArgumentParser
 
 from captioning.cli import main
+from captioning.cli_options import allow_bare_booleans, boolean_option_names, normalize_flags
 
 ROOT = Path(__file__).parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -50,8 +51,7 @@ def test_train_command_is_a_valid_fit_with_ddp(capsys):
     mounts = _mounts(SERVICES["train"])
     assert mounts[str(work / "data")] == "./data" and mounts[str(work / "runs")] == "./runs"
     assert Path(config["data"]["root"]).parts[0] == "data"
-    checkpoint = next(c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint"))
-    assert Path(checkpoint["init_args"]["dirpath"]).parts[0] == "runs"
+    assert config["trainer"]["default_root_dir"] == "runs"  # runs/<run_name>/version_<N>/ (captioning.project_cli)
 
 
 def test_train_reports_to_the_wandb_service():
@@ -69,17 +69,17 @@ def test_caption_command_is_accepted_by_the_cli():
     assert command[0] == "caption"
     parser = ArgumentParser(exit_on_error=False)
     parser.add_function_arguments(caption)
-    options = parser.parse_args(command[1:])
+    allow_bare_booleans(parser)
+    options = parser.parse_args(normalize_flags(command[1:], boolean_option_names(parser)))
     work = Path(SERVICES["caption"]["working_dir"])
     mounts = _mounts(SERVICES["caption"])
     assert options.input in mounts  # the photo folder is mounted
     assert str(work / Path(options.checkpoint).parts[0]) in mounts  # the trained checkpoint is visible
-    train_checkpoints = next(a for a in SERVICES["train"]["command"] if a.startswith("--config")).split("=")[1]
-    shapes = yaml.safe_load((ROOT / train_checkpoints).read_text())
-    dirpath = next(c for c in shapes["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint"))[
-        "init_args"
-    ]["dirpath"]
-    assert options.checkpoint == f"{dirpath}/best.ckpt"  # what the train service writes
+    train_config = next(a for a in SERVICES["train"]["command"] if a.startswith("--config")).split("=")[1]
+    shapes = yaml.safe_load((ROOT / train_config).read_text())
+    newest = f"{shapes['trainer']['default_root_dir']}/{shapes['run_name']}/latest"
+    assert options.checkpoint == f"{newest}/checkpoints/best.ckpt"  # what the train service writes
+    assert options.recursive is True
 
 
 def test_dockerfile_installs_the_same_pinned_stack_as_the_makefile():

@@ -62,8 +62,10 @@ def test_decoding_strategies_and_options_pass_through(captioner, pictures):
     # One random stream per call: the same image in successive batches gets fresh draws.
     repeated = captioner.caption([pictures[0]] * 6, strategy="sample", seed=3, temperature=2.0, batch_size=1)
     assert len(set(repeated)) > 1
-    with pytest.raises(TypeError):
-        captioner.caption(pictures, strategy="greedy", beam_size=3)  # not an option of greedy
+    with pytest.raises(ValueError, match="beam_size is an option of the beam strategy, not of 'greedy'"):
+        captioner.caption(pictures, strategy="greedy", beam_size=3)
+    with pytest.raises(ValueError, match="temperature is an option of the sample strategy"):
+        captioner.caption(pictures, temperature=0.5)  # greedy by default
     with pytest.raises(ValueError, match="temperature"):
         captioner.caption(pictures, strategy="sample", temperature=0)
 

@@ -230,7 +230,7 @@ FAST = [
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("lm*.yaml")))
 def test_every_lm_config_fits(name: str, corpus: Path, shapes_root: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)  # the configs write under runs/
+    monkeypatch.chdir(tmp_path)  # the configs write under runs/<run_name>/version_<N>/
     source = {
         "lm.yaml": ["--data.max_chars", "20000"],
         "lm_shakespeare.yaml": ["--data.files", f"[{corpus}]"],
@@ -241,7 +241,7 @@ def test_every_lm_config_fits(name: str, corpus: Path, shapes_root: Path, tmp_pa
     assert math.isfinite(float(cli.trainer.callback_metrics["val/bpc"]))
     last = torch.load(next(tmp_path.glob("runs/**/last.ckpt")), map_location="cpu", weights_only=True)
     assert last["hyper_parameters"]["level"] == cli.datamodule.level
-    report = next(tmp_path.glob("runs/*/report.html")).read_text()
+    report = next(tmp_path.glob("runs/*/version_0/report.html")).read_text()
     assert "Bits per character" in report and "data:image/png;base64," in report
 
 

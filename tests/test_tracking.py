@@ -57,7 +57,7 @@ def test_default_logger_runs_offline_and_agrees_with_the_csv_log(
     wandb.finish()  # the command line's process exit does this; in-process we flush the run ourselves
     assert time.monotonic() - start < 240  # never waited on the network
 
-    run = tmp_path / "runs" / "shapes"
+    run = tmp_path / "runs" / "shapes" / "version_0"
     (wandb_file,) = run.glob("wandb/offline-run-*/run-*.wandb")
     rows = _csv_rows(run / "csv" / "metrics.csv")
     val_rows = [r for r in rows if r.get("val/bleu4")]

@@ -14,7 +14,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import PIL
 import torch
+import torchvision
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -32,10 +34,15 @@ CACHE_FORMAT = 1  # bump when the transform or the file layout changes
 
 
 def _source_signature(source: ImageSource) -> list:
+    """What identifies an image's content without reading it.
+
+    The change time is the one no tool sets back: a file rewritten with the same size and its old
+    modification time restored (``cp -p``, ``rsync --times``) still gets a new ``st_ctime_ns``.
+    """
     if isinstance(source, bytes):
         return [hashlib.sha1(source).hexdigest()]
     stat = os.stat(source)
-    return [os.fspath(source), stat.st_size, stat.st_mtime_ns]
+    return [os.fspath(source), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
 
 
 def cache_key(
@@ -43,7 +50,9 @@ def cache_key(
 ) -> str:
     """A hex digest naming the features of ``sources`` under this encoder configuration."""
     weights = str(default_weights(backbone)) if pretrained else f"random-init-seed{RANDOM_INIT_SEED}"
-    header = [CACHE_FORMAT, backbone, weights, image_size, spatial_grid]
+    # The decoders and resizers of another Pillow, or the kernels of another torch, give other features.
+    versions = [torch.__version__, torchvision.__version__, PIL.__version__]
+    header = [CACHE_FORMAT, backbone, weights, image_size, spatial_grid, versions]
     digest = hashlib.sha256(json.dumps(header).encode())
     for source in sources:
         digest.update(json.dumps(_source_signature(source)).encode())

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from captioning import decoding
 from captioning.checkpoints import read_checkpoint
-from captioning.lit.schedule import warmup_cosine
+from captioning.lit.schedule import SCHEDULE_KEY, schedule_segment, schedule_state, warmup_cosine
 from captioning.lit.tracking import log_grad_norm
 from captioning.metrics import CorpusBLEU
 from captioning.models.decoder import Decoder, State
@@ -214,18 +214,24 @@ class CaptioningModule(L.LightningModule):
         optimizer = torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = max(1, int(self.hparams.warmup_fraction * total))
+        self.schedule = schedule_segment(self.trainer, getattr(self, "_resumed_schedule", None), warmup)
 
         def factor(step: int) -> float:
-            return warmup_cosine(step, warmup, (step - warmup) / max(1, total - warmup))
+            return warmup_cosine(step, warmup, self.schedule.progress(step))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if hasattr(self, "schedule"):
+            checkpoint[SCHEDULE_KEY] = schedule_state(self.trainer, self.schedule)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.vocab.require_same(
             checkpoint["hyper_parameters"].get("vocab_tokens"),
             "score it with `captioning evaluate --checkpoint ...`, or train on the data set it was trained on",
         )
+        self._resumed_schedule = checkpoint.get(SCHEDULE_KEY)  # before configure_optimizers, in a resumed fit
 
 
 def load_captioner(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> CaptioningModule:

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from captioning import decoding
 from captioning.checkpoints import read_checkpoint
 from captioning.data.text import IGNORE_INDEX, LEVELS, detokenize, word_tokens
-from captioning.lit.schedule import warmup_cosine
+from captioning.lit.schedule import SCHEDULE_KEY, schedule_segment, schedule_state, warmup_cosine
 from captioning.lit.tracking import log_grad_norm
 from captioning.models.language_model import RNNLanguageModel, State, detach_state
 from captioning.vocab import SPECIALS, Vocabulary
@@ -204,14 +204,15 @@ class LanguageModule(L.LightningModule):
             {"params": decayed, "weight_decay": self.hparams.weight_decay},
             {"params": plain, "weight_decay": 0.0},
         ]
+        if math.isfinite(self.trainer.estimated_stepping_batches):  # else only the time budget ends the run
+            self.schedule = schedule_segment(self.trainer, getattr(self, "_resumed_schedule", None))
         return torch.optim.AdamW(groups, lr=self.hparams.lr)
 
     def _progress(self) -> float:
         """Fraction of the run done: the larger of steps / step budget and time / time budget."""
         fractions = []
-        total = self.trainer.estimated_stepping_batches
-        if math.isfinite(total) and total > 0:
-            fractions.append(self.global_step / total)
+        if hasattr(self, "schedule"):
+            fractions.append(self.schedule.progress(self.global_step))
         timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
         if timer is not None and timer.time_remaining() is not None:
             elapsed = timer.time_elapsed()
@@ -233,11 +234,16 @@ class LanguageModule(L.LightningModule):
         log_grad_norm(self)
         self.log("train/lr", optimizer.param_groups[0]["lr"], batch_size=1)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if hasattr(self, "schedule"):
+            checkpoint[SCHEDULE_KEY] = schedule_state(self.trainer, self.schedule)
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.vocab.require_same(
             checkpoint["hyper_parameters"].get("vocab_tokens"),
             "load it with load_language_model, or train on the corpus it was trained on",
         )
+        self._resumed_schedule = checkpoint.get(SCHEDULE_KEY)  # before configure_optimizers, in a resumed fit
 
     # -- generation ----------------------------------------------------------------------------
 

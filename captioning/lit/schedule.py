@@ -1,8 +1,12 @@
-"""The learning-rate schedule both LightningModules use: linear warm-up, then cosine decay."""
+"""The learning-rate schedule both LightningModules use: linear warm-up, then cosine decay,
+continued across a resumed run."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+
+import lightning as L
 
 
 def warmup_cosine(step: int, warmup_steps: int, progress: float, floor: float = 0.0) -> float:
@@ -16,3 +20,46 @@ def warmup_cosine(step: int, warmup_steps: int, progress: float, floor: float = 
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+
+
+SCHEDULE_KEY = "lr_schedule"
+"""Where a checkpoint keeps how far its run's schedule had got (read back by :func:`schedule_segment`)."""
+
+
+@dataclass(frozen=True)
+class ScheduleSegment:
+    """The stretch of the schedule one ``fit`` runs: from ``start_progress`` at ``start_step`` to 1 after ``steps``."""
+
+    start_step: int
+    start_progress: float
+    steps: int
+
+    def progress(self, step: int) -> float:
+        return self.start_progress + (1 - self.start_progress) * (step - self.start_step) / max(1, self.steps)
+
+
+def schedule_segment(trainer: L.Trainer, resumed: dict | None, warmup_steps: int = 0) -> ScheduleSegment:
+    """What is left of the schedule for this ``fit``.
+
+    A fresh run spreads it over ``estimated_stepping_batches``. A resumed one goes on from where its
+    checkpoint left off and ends with the new budget, so resuming with another number of processes
+    or another ``max_epochs`` bends the curve instead of jumping: the remaining epochs (or, under a
+    step budget, steps) are counted in this run's steps per epoch.
+    """
+    total = max(1, int(trainer.estimated_stepping_batches))
+    if resumed is None:
+        return ScheduleSegment(warmup_steps, 0.0, total - warmup_steps)
+    step = resumed["step"]
+    if trainer.max_steps != -1 and trainer.max_steps <= total:  # the step budget ends the run
+        remaining = trainer.max_steps - step
+    else:
+        remaining = round(total * (1 - resumed["epochs"] / max(1, trainer.max_epochs)))
+    return ScheduleSegment(step, resumed["progress"], max(1, remaining))
+
+
+def schedule_state(trainer: L.Trainer, segment: ScheduleSegment) -> dict:
+    """What :func:`schedule_segment` needs from a checkpoint: the step, the progress and the epochs done."""
+    step = trainer.global_step
+    steps_per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+    epochs = step / max(1, steps_per_epoch)  # from the step count: the loops' epoch counters move at epoch end
+    return {"step": step, "progress": min(1.0, max(0.0, segment.progress(step))), "epochs": epochs}

@@ -2,7 +2,10 @@
 
 W&B runs offline unless the user has said otherwise (``WANDB_MODE``, an API key, a ``wandb login``
 or a ``WANDB_BASE_URL`` of their own server): a laptop with no account and no network trains
-without a prompt or a time-out, and ``wandb sync runs/<name>/wandb/offline-run-*`` uploads later.
+without a prompt or a time-out, and ``wandb sync runs/<name>/<version>/wandb/offline-run-*`` uploads later.
+
+Both loggers take ``save_dir=None`` to mean "the run folder": the CLIs fill it in
+(:mod:`captioning.project_cli`); used from Python, ``None`` is the working directory.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import csv
 import json
 import netrc
 import os
-import shutil
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -25,6 +27,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 from captioning.data.images import thumbnail
+from captioning.files import write_text_atomic
 
 WANDB_MODES = ("online", "offline", "disabled")
 
@@ -58,10 +61,12 @@ class WandbLogger(LightningWandbLogger):
         **kwargs: Anything else of Lightning's ``WandbLogger`` / ``wandb.init`` (``entity``, ``log_model``, ``tags``...).
     """
 
-    def __init__(self, mode: str | None = None, project: str | None = None, save_dir: str = ".", **kwargs) -> None:
+    def __init__(
+        self, mode: str | None = None, project: str | None = None, save_dir: str | None = None, **kwargs
+    ) -> None:
         resolved = resolve_wandb_mode(mode)
         # Absolute: W&B's background service keeps the working directory it started in.
-        save_dir = os.path.abspath(save_dir)
+        save_dir = os.path.abspath(save_dir or ".")
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         project = project or os.environ.get("WANDB_PROJECT", "captioning")
         super().__init__(project=project, save_dir=save_dir, mode=resolved, **kwargs)
@@ -70,7 +75,12 @@ class WandbLogger(LightningWandbLogger):
 
 
 class _ContinuedExperimentWriter(ExperimentWriter):
-    """Lightning's CSV writer, appending to the ``metrics.csv`` already there instead of deleting it."""
+    """Lightning's CSV writer, appending to the ``metrics.csv`` already there instead of deleting it,
+    and keeping the run's ``hparams.yaml`` (each command's own settings are in the run's ``config.*.yaml``)."""
+
+    def log_hparams(self, params: dict) -> None:
+        if not self._fs.isfile(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE)):
+            super().log_hparams(params)
 
     def _check_log_dir_exists(self) -> None:
         if self._fs.isfile(self.metrics_file_path):
@@ -87,12 +97,22 @@ class CSVLogger(LightningCSVLogger):
     and for a ``fit`` resumed with ``--ckpt_path``; a new ``fit`` starts a new log.
 
     Args:
+        save_dir: The run folder; the log is ``<save_dir>/<name>/<version>/metrics.csv``.
+        name: Sub-folder of ``save_dir`` (empty: none).
+        version: The log's own folder, ``csv``: the run folder is already one run's.
         continue_log: Append to an existing ``metrics.csv``.
-        **kwargs: Those of Lightning's ``CSVLogger``.
+        **kwargs: The rest of Lightning's ``CSVLogger`` (``prefix``, ``flush_logs_every_n_steps``).
     """
 
-    def __init__(self, *args, continue_log: bool = False, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        save_dir: str | None = None,
+        name: str = "",
+        version: str = "csv",
+        continue_log: bool = False,
+        **kwargs,
+    ) -> None:
+        super().__init__(save_dir or ".", name=name, version=version, **kwargs)
         self.continue_log = continue_log
 
     @property
@@ -135,32 +155,23 @@ class CaptionSamples(L.Callback):
     """Each validation epoch: the first images of the split with generated and reference captions.
 
     Written to ``<run>/samples/epoch_NNN.jsonl`` (read by ``captioning report``) and, when a W&B
-    logger is attached, logged as a ``wandb.Table`` with the pictures. A ``fit`` that starts
-    afresh clears the samples an earlier run left in the same folder; a resumed one keeps them.
+    logger is attached, logged as a ``wandb.Table`` with the pictures. Every run has its own
+    folder, so nothing of another run's is in the way: a resumed run adds to its own samples.
     """
-
-    @rank_zero_only
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        run_dir = run_directory(trainer)
-        if trainer.ckpt_path is None and run_dir is not None:
-            shutil.rmtree(run_dir / "samples", ignore_errors=True)
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         samples = getattr(pl_module, "validation_samples", [])
         if trainer.sanity_checking or not samples:
             return
-        run_dir = run_directory(trainer)
         validation = trainer.datamodule.image_sources("validation")
         sources = [validation[s["index"]] for s in samples]
-        if run_dir is not None:
-            rows = [
-                {**s, "image": src if isinstance(src, str) else None} for s, src in zip(samples, sources, strict=True)
-            ]
-            folder = run_dir / "samples"
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"epoch_{trainer.current_epoch:03d}.jsonl"
-            path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        rows = [{**s, "image": src if isinstance(src, str) else None} for s, src in zip(samples, sources, strict=True)]
+        folder = Path(trainer.default_root_dir) / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(
+            folder / f"epoch_{trainer.current_epoch:03d}.jsonl", "".join(json.dumps(r) + "\n" for r in rows)
+        )
         for logger in trainer.loggers:
             if isinstance(logger, LightningWandbLogger):
                 import wandb
@@ -174,11 +185,3 @@ class CaptionSamples(L.Callback):
                     for s, src in zip(samples, sources, strict=True)
                 ]
                 logger.log_table("val/samples", columns=["image", "generated", "references"], data=data)
-
-
-def run_directory(trainer: L.Trainer) -> Path | None:
-    """The run's folder: the parent of the CSV logger's directory (``runs/<name>``)."""
-    for logger in trainer.loggers:
-        if isinstance(logger, LightningCSVLogger):
-            return Path(logger.log_dir).parent
-    return None
