@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch.distributed as dist
 from nltk.translate.bleu_score import closest_ref_length, modified_precision
 
 MAX_ORDER = 4
+T = TypeVar("T")
 
 
 def sentence_statistics(hypothesis: Sequence[str], references: Sequence[Sequence[str]]) -> list[int]:
@@ -41,6 +43,19 @@ def bleu_from_statistics(stats: Sequence[Sequence[int]]) -> dict[str, float]:
     return scores
 
 
+def distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def pool_by_index(local: dict[int, T]) -> dict[int, T]:
+    """Every process's entries, on every process; an index seen twice (sampler padding) counts once."""
+    if not distributed():
+        return dict(local)
+    gathered: list[dict[int, T] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, local)
+    return {index: value for part in gathered for index, value in (part or {}).items()}
+
+
 class CorpusBLEU:
     """Accumulates per-image statistics keyed by image index; ``compute`` pools all processes."""
 
@@ -58,12 +73,7 @@ class CorpusBLEU:
 
     def compute(self) -> dict[str, float]:
         """BLEU-1..4 and ``count``, the number of distinct images scored (over all processes)."""
-        pooled = dict(self.stats)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            gathered: list[dict[int, list[int]] | None] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, self.stats)
-            for part in gathered:
-                pooled.update(part or {})  # an index seen twice (sampler padding) counts once
+        pooled = pool_by_index(self.stats)
         scores = bleu_from_statistics(list(pooled.values()))
         scores["count"] = float(len(pooled))
         return scores

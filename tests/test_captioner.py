@@ -108,3 +108,18 @@ def test_checkpoint_with_another_vocabulary_is_refused(model, data, tmp_path, ti
     other = CaptioningModule(vocab_tokens=[*data.vocab_tokens, "zebra"], **tiny_model_kwargs)
     with pytest.raises(ValueError, match="vocabulary"):
         other.on_load_checkpoint(torch.load(tmp_path / "model.ckpt", weights_only=True))
+
+
+@pytest.mark.slow  # two short fits: ~15 s on 2 shared CPU cores
+def test_validation_logs_the_coco_metrics(model, data, tmp_path, monkeypatch, tiny_model_kwargs):
+    from captioning import caption_metrics
+
+    monkeypatch.setattr(caption_metrics, "java_available", lambda: False)  # no METEOR JVM: seconds faster
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=2)
+    trainer.fit(model, data)
+    logged = trainer.logged_metrics
+    assert {"val/cider", "val/rougeL", "val/bleu4_coco", "val/distinct_captions", "val/bleu4"} <= logged.keys()
+    quiet = CaptioningModule(vocab_tokens=data.vocab_tokens, coco_metrics=False, **tiny_model_kwargs)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=2)
+    trainer.fit(quiet, data)
+    assert "val/bleu4" in trainer.logged_metrics and "val/cider" not in trainer.logged_metrics

@@ -222,19 +222,25 @@ class CaptionPairs(Dataset):
 
 
 class CaptionedImages(Dataset):
-    """Evaluation items: one per image, with every reference caption (tokenised)."""
+    """Evaluation items: one per image, with every reference caption, tokenised (``references``, for
+    nltk BLEU) and as written (``reference_texts``, for the coco-caption metrics, which tokenise their own way)."""
 
     def __init__(
-        self, inputs: Dataset | Tensor, captions: list[list[list[int]]], references: list[list[list[str]]]
+        self,
+        inputs: Dataset | Tensor,
+        captions: list[list[list[int]]],
+        references: list[list[list[str]]],
+        texts: list[list[str]],
     ) -> None:
-        self.inputs, self.captions, self.references = inputs, captions, references
+        self.inputs, self.captions, self.references, self.texts = inputs, captions, references, texts
 
     def __len__(self) -> int:
         return len(self.references)
 
     def __getitem__(self, index: int) -> dict:
         tokens = torch.tensor(self.captions[index][0])
-        return {"inputs": self.inputs[index], "tokens": tokens, "index": index, "references": self.references[index]}
+        item = {"inputs": self.inputs[index], "tokens": tokens, "index": index, "references": self.references[index]}
+        return {**item, "reference_texts": self.texts[index]}
 
 
 def collate(items: list[dict]) -> dict:
@@ -246,8 +252,9 @@ def collate(items: list[dict]) -> dict:
         "lengths": torch.tensor([len(t) for t in tokens]),
         "index": torch.tensor([item["index"] for item in items]),
     }
-    if "references" in items[0]:
-        batch["references"] = [item["references"] for item in items]
+    for key in ("references", "reference_texts"):
+        if key in items[0]:
+            batch[key] = [item[key] for item in items]
     return batch
 
 
@@ -385,7 +392,7 @@ class CaptionDataModule(L.LightningDataModule):
                 self._datasets[split] = CaptionPairs(inputs, ids)
             else:
                 references = [[tokenize(c)[:limit] for c in caps] for caps in texts]
-                self._datasets[split] = CaptionedImages(inputs, ids, references)
+                self._datasets[split] = CaptionedImages(inputs, ids, references, texts)
 
     def _encode(self, caption: str, limit: int) -> list[int]:
         ids = self.vocabulary.encode(caption)
