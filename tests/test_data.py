@@ -206,3 +206,13 @@ def test_feature_cache_key_sees_a_rewrite_that_kept_size_and_modification_time(t
     os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))  # as cp -p / rsync --times leave it
     assert image.stat().st_size == before.st_size and image.stat().st_mtime_ns == before.st_mtime_ns
     assert cache_key([str(image)], "mobilenet_v2", True, 64, 1) != key
+
+
+def test_building_the_feature_cache_leaves_the_random_stream_alone(shapes_root, tmp_path):
+    sources = sorted(str(p) for p in (shapes_root / "novel").glob("*.png"))[:4]
+    torch.manual_seed(0)
+    load_or_compute(tmp_path, "novel", sources, "mobilenet_v2", True, 64, 1, num_workers=0)  # cold
+    after_cold = torch.rand(3)
+    torch.manual_seed(0)
+    load_or_compute(tmp_path, "novel", sources, "mobilenet_v2", True, 64, 1, num_workers=0)  # warm
+    assert torch.equal(torch.rand(3), after_cold)

@@ -121,10 +121,13 @@ def load_or_compute(
         return torch.load(path, weights_only=True)
     if not compute:
         return None
-    encoder = ImageEncoder(backbone, pretrained=pretrained, spatial_grid=spatial_grid).to(device)
-    features = compute_features(
-        sources, encoder, backbone, image_size, num_workers=num_workers, description=f"features {name}"
-    )
+    # Building the CNN (its initialisation) and the loader's worker seeds draw from torch's random
+    # stream: fork it, so a cold cache trains exactly as a warm one does for the same seed.
+    with torch.random.fork_rng(devices=[]):
+        encoder = ImageEncoder(backbone, pretrained=pretrained, spatial_grid=spatial_grid).to(device)
+        features = compute_features(
+            sources, encoder, backbone, image_size, num_workers=num_workers, description=f"features {name}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial")
     torch.save(features, partial)
