@@ -72,7 +72,7 @@ def caption_batch(model, images: torch.Tensor, paths: list[str], run: dict) -> l
 
 
 def _check_options(
-    strategy: str, batch_size: int, num_workers: int, beam_size: int, temperature: float, top_k: int | None,
+    strategy: str, batch_size: int, num_workers: int, beam_size: int | None, temperature: float | None, top_k: int | None,
     top_p: float | None, max_length: int | None, devices: int, accelerator: str, gallery_limit: int,
     max_pixels: int | None, limit: int | None, **run,
 ) -> dict:  # fmt: skip
@@ -230,12 +230,12 @@ def caption(
     batch_size: int = 64,
     num_workers: int = 2,
     strategy: Literal["greedy", "sample", "beam"] = "greedy",
-    beam_size: int = 3,
-    temperature: float = 1.0,
+    beam_size: int | None = None,
+    temperature: float | None = None,
     top_k: int | None = None,
     top_p: float | None = None,
-    length_penalty: float = 1.0,
-    no_repeat_ngram_size: int = 0,
+    length_penalty: float | None = None,
+    no_repeat_ngram_size: int | None = None,
     max_length: int | None = None,
     seed: int = 0,
     devices: int = 1,
@@ -258,12 +258,12 @@ def caption(
         batch_size: Images encoded and decoded at once.
         num_workers: Processes reading and decoding image files (0: in the main process).
         strategy: ``greedy``, ``sample`` or ``beam``.
-        beam_size: Beams per image (beam).
-        temperature: Divides the logits before the softmax (sample); below 1 is closer to greedy.
+        beam_size: Beams per image (beam; default 3).
+        temperature: Divides the logits before the softmax (sample; default 1, pure sampling); below 1 is closer to greedy.
         top_k: Sample among the k most probable tokens only (sample).
         top_p: Sample from the smallest set of tokens holding this much probability (sample).
-        length_penalty: Beam score = log-prob / length ** length_penalty (beam).
-        no_repeat_ngram_size: Forbid repeating any n-gram of this size (beam; 0: allowed).
+        length_penalty: Beam score = log-prob / length ** length_penalty (beam; default 1).
+        no_repeat_ngram_size: Forbid repeating any n-gram of this size (beam; default 0: allowed).
         max_length: Longest caption in tokens (default: the checkpoint's).
         seed: Random seed of ``sample``.
         devices: Processes (GPUs, or CPU processes) captioning in parallel through Lightning.

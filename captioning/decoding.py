@@ -429,40 +429,42 @@ def row_generators(seed: int, keys: Sequence[str]) -> list[torch.Generator]:
 def decoding_options(
     strategy: str,
     *,
-    beam_size: int = 3,
-    temperature: float = 1.0,
+    beam_size: int | None = None,
+    temperature: float | None = None,
     top_k: int | None = None,
     top_p: float | None = None,
-    length_penalty: float = 1.0,
-    no_repeat_ngram_size: int = 0,
+    length_penalty: float | None = None,
+    no_repeat_ngram_size: int | None = None,
     max_length: int | None = None,
     min_length: int = 0,
 ) -> dict:
     """The options of ``strategy`` only, from the flat set a command line offers.
 
-    The strategies reject options they do not take (``beam_size`` for greedy); a command line
-    has all of them with defaults, so this picks the relevant ones, and checks their values
-    before any model is loaded.
+    ``None`` is "not given": the strategy's own default (beam 3, temperature 1, length penalty 1,
+    no n-gram ban). An option given for another strategy is refused, naming the one that uses it
+    (``--temperature`` without ``--strategy sample`` would otherwise run greedy silently). Values
+    are checked before any model is loaded.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    given = {"temperature": temperature != 1.0, "top_k": top_k is not None, "top_p": top_p is not None,
-             "beam_size": beam_size != 3, "length_penalty": length_penalty != 1.0, "no_repeat_ngram_size": no_repeat_ngram_size != 0}  # fmt: skip
-    owner = {"temperature": "sample", "top_k": "sample", "top_p": "sample", "beam_size": "beam", "length_penalty": "beam",
-             "no_repeat_ngram_size": "beam"}  # fmt: skip
-    for name, set_by_user in given.items():
-        if set_by_user and owner[name] != strategy:
+    given = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "beam_size": beam_size,
+             "length_penalty": length_penalty, "no_repeat_ngram_size": no_repeat_ngram_size}  # fmt: skip
+    for name, value in given.items():
+        owner = "sample" if name in ("temperature", "top_k", "top_p") else "beam"
+        if value is not None and owner != strategy:
             flag = "--" + name.replace("_", "-")
-            raise ValueError(
-                f"{flag} applies to --strategy {owner[name]}, not {strategy}: add --strategy {owner[name]}"
-            )
+            raise ValueError(f"{flag} applies to --strategy {owner}, not {strategy}: add --strategy {owner}")
     options: dict[str, Any] = {"min_length": min_length}
     if max_length is not None:
         options["max_length"] = max_length
     if strategy == "sample":
-        options.update(temperature=temperature, top_k=top_k, top_p=top_p)
+        options.update(temperature=1.0 if temperature is None else temperature, top_k=top_k, top_p=top_p)
     elif strategy == "beam":
-        options.update(beam_size=beam_size, length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
+        options.update(
+            beam_size=3 if beam_size is None else beam_size,
+            length_penalty=1.0 if length_penalty is None else length_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size or 0,
+        )
     check_options(**options)
     return options
 

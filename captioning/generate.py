@@ -10,11 +10,11 @@ def generate(
     checkpoint: str,
     prompt: str = "",
     strategy: str = "sample",
-    temperature: float = 0.8,
+    temperature: float | None = None,
     top_k: int | None = None,
     top_p: float | None = None,
-    beam_size: int = 3,
-    no_repeat_ngram_size: int = 0,
+    beam_size: int | None = None,
+    no_repeat_ngram_size: int | None = None,
     max_tokens: int = 200,
     seed: int = 0,
     device: str = "cpu",
@@ -26,10 +26,10 @@ def generate(
             ``torch.load(weights_only=True)``, nothing else is needed.
         prompt: Text to continue; empty starts at the beginning of a line.
         strategy: ``greedy``, ``sample`` or ``beam`` (the shared decoding engine).
-        temperature: Sampling temperature (``sample``): below 1 safer, above 1 wilder.
+        temperature: Sampling temperature (``sample``; default 0.8): below 1 safer, above 1 wilder.
         top_k: Sample among the k most probable tokens only (``sample``).
         top_p: Sample from the smallest set of tokens holding this probability (``sample``).
-        beam_size: Beams (``beam``).
+        beam_size: Beams (``beam``; default 3).
         no_repeat_ngram_size: Forbid repeating any n-gram of this size (``beam``; 0: allowed). (Beam
             search here has no length penalty: every beam runs ``max_tokens`` tokens.)
         max_tokens: Tokens to generate (characters at char level, words and punctuation at word level).
@@ -38,6 +38,8 @@ def generate(
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    if strategy == "sample" and temperature is None:
+        temperature = 0.8  # a language model's text reads better a little below pure sampling
     options = decoding_options(
         strategy, beam_size=beam_size, temperature=temperature, top_k=top_k, top_p=top_p,
         no_repeat_ngram_size=no_repeat_ngram_size,
