@@ -75,9 +75,10 @@ def main(argv: list[str] | None = None) -> None:
             sys.argv = [sys.argv[0], *args]
     # The CLIs get their words explicitly (``captioning lm fit`` hands on those after ``lm``), while
     # sys.argv stays as typed for Lightning's DDP launcher: Lightning's warning about both is moot.
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
     try:
-        _dispatch(args)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within")
+            _dispatch(args)
     except SIGTERMException:  # Lightning's graceful stop on SIGTERM (docker stop, SLURM, timeout) is a SystemExit(0)
         sys.exit("stopped by SIGTERM: `--ckpt_path last` resumes a fit; `captioning caption` resumes when rerun")
     except KeyboardInterrupt:  # Ctrl-C outside a Trainer (captioning caption, evaluate): nothing written is lost

@@ -76,12 +76,12 @@ class RunFolderCallback(L.Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
-            saved = (
-                "its last.ckpt"
-                if self.run.last_checkpoint.is_file()
-                else "no checkpoint yet (none before an epoch ends)"
-            )
-            print(f"interrupted: {self.run.path} keeps {saved}; the same command with --ckpt_path last goes on from it")
+            if self.run.last_checkpoint.is_file():
+                print(f"interrupted: {self.run.path} keeps its last.ckpt; add --ckpt_path last to go on from it")
+            else:
+                print(
+                    f"interrupted: {self.run.path} has no checkpoint yet (the first comes at an epoch's end): start again"
+                )
 
 
 class ProjectCLI(LightningCLI):
@@ -122,15 +122,20 @@ class ProjectCLI(LightningCLI):
         config = self.config[self.subcommand]
         if config.get("num_threads", 0) > 0:
             torch.set_num_threads(config.num_threads)
-        self.run, appending = self._choose_run(config)
-        _point_outputs_at(config, self.run, appending)
+        self.config_as_given = config.clone()  # what config.yaml records: rerunnable, naming no run's paths
+        self.run, self.appending = self._choose_run(config)
+        _point_outputs_at(config, self.run, self.appending)
 
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
         except BaseException:  # a bad option value: the run folder made for this command stays empty
-            discard_if_unused(self.run)
+            if not self.appending:
+                discard_if_unused(self.run)
             raise
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, LogConfigCallback):
+                callback.config = self.config_as_given
 
     def before_fit(self) -> None:
         _check_free_space(self.run, self.model)
@@ -183,7 +188,10 @@ class ProjectCLI(LightningCLI):
         appending = run is not None
         if run is None:
             job = _external_job_id()
-            run = job_run(root, config.run_name, job) if job else create_run(root, config.run_name)
+            if job:
+                run, appending = job_run(root, config.run_name, job)
+            else:
+                run = create_run(root, config.run_name)
         os.environ[RUN_FOLDER_ENV] = str(run.path)
         print(f"run folder: {run.path}" + (" (appending)" if appending else ""))
         return run, appending
@@ -191,10 +199,11 @@ class ProjectCLI(LightningCLI):
 
 def _external_job_id() -> str | None:
     """The job id shared by processes that torchrun or SLURM started (each one runs this CLI itself)."""
-    if "GROUP_RANK" in os.environ and "TORCHELASTIC_RUN_ID" in os.environ:
-        return os.environ["TORCHELASTIC_RUN_ID"]
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
-        return os.environ["SLURM_JOB_ID"]
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if "GROUP_RANK" in os.environ and run_id != "none":  # torchrun's default --rdzv-id is "none": not a job's own
+        return run_id
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_ID" in os.environ:  # one srun step of a job
+        return f"{os.environ['SLURM_JOB_ID']}.{os.environ['SLURM_STEP_ID']}"
     return None
 
 
@@ -214,6 +223,8 @@ def _point_outputs_at(config: Namespace, run: RunFolder, appending: bool) -> Non
         if logger.class_path.endswith("WandbLogger") and args.get("name") is None:
             args.name = f"{config.run_name}/{run.path.name}"
     callbacks = trainer.callbacks or []
+    if isinstance(callbacks, Namespace):  # one callback given alone
+        trainer.callbacks = callbacks = [callbacks]
     if trainer.logger is False:
         stepping_aside = [c for c in callbacks if c.class_path.rsplit(".", 1)[-1] in NEEDS_LOGGER]
         for callback in stepping_aside if os.environ.get("LOCAL_RANK", "0") == "0" else []:

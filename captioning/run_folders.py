@@ -63,26 +63,32 @@ def create_run(root: str | os.PathLike, name: str) -> RunFolder:
     return RunFolder(path)
 
 
-def job_run(root: str | os.PathLike, name: str, job_id: str) -> RunFolder:
+def job_run(root: str | os.PathLike, name: str, job_id: str) -> tuple[RunFolder, bool]:
     """The run folder ``job_<id>`` of a job whose processes an external launcher started (torchrun,
-    SLURM): every process derives the same folder from the job's id, none has to tell the others."""
+    SLURM): every process derives the same folder from the job's id, none has to tell the others.
+    Also says whether the folder was there already (a requeued job goes on with its own run)."""
     path = Path(root, name, f"job_{job_id}")
+    existed = (path / MARKER).is_file()
     path.mkdir(parents=True, exist_ok=True)
-    if not (path / MARKER).is_file():
+    if not existed:
         _write_marker(path, name)
-    return RunFolder(path)
+    return RunFolder(path), existed
 
 
 def newest_resumable(root: str | os.PathLike, name: str) -> RunFolder | None:
-    """The newest run of ``root/name`` that has a ``last.ckpt`` to go on from (what ``--ckpt_path last`` means)."""
+    """The newest run of ``root/name``, when it has a ``last.ckpt`` to go on from (``--ckpt_path last``).
+
+    Only the newest: a run interrupted before its first checkpoint must not send ``last`` back to
+    an earlier, finished run, whose checkpoints a longer schedule would then replace.
+    """
     parent = Path(root, name)
     runs = (
         [RunFolder(p) for p in parent.iterdir() if not p.is_symlink() and (p / MARKER).is_file()]
         if parent.is_dir()
         else []
     )
-    resumable = [run for run in runs if run.last_checkpoint.is_file()]
-    return max(resumable, key=lambda run: (run.path / MARKER).stat().st_mtime_ns, default=None)
+    newest = max(runs, key=lambda run: (run.path / MARKER).stat().st_mtime_ns, default=None)
+    return newest if newest is not None and newest.last_checkpoint.is_file() else None
 
 
 def discard_if_unused(run: RunFolder) -> None:

@@ -14,7 +14,7 @@ import torch
 from captioning.cli import main
 from captioning.lit.checkpoint_io import AtomicCheckpointIO
 from captioning.report import read_metrics
-from captioning.run_folders import create_run, newest_resumable, point_latest, run_of_checkpoint
+from captioning.run_folders import create_run, job_run, newest_resumable, point_latest, run_of_checkpoint
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 
@@ -60,6 +60,8 @@ def test_a_second_fit_of_one_config_leaves_the_first_run_byte_identical(fit, tmp
     assert {"run.json", "config.yaml", "report.html", "checkpoints/best.ckpt", "checkpoints/last.ckpt",
             "csv/metrics.csv", "samples/epoch_000.jsonl"} <= set(before)  # fmt: skip
     assert any(name.startswith("wandb/offline-run-") for name in before)
+    saved = (first / "config.yaml").read_text()
+    assert "version_0" not in saved and "default_root_dir: runs\n" in saved  # rerunnable: names no run's paths
     fit("--model.lr=0.5")  # a worse model: it must not replace the first run's best.ckpt
     assert _digests(first) == before
     latest = tmp_path / "work" / "runs" / "shapes" / "latest"
@@ -84,12 +86,15 @@ def test_resume_appends_to_the_newest_run_and_test_to_the_run_of_its_checkpoint(
 
     test = ["--trainer.limit_test_batches=1", f"--ckpt_path={runs / 'version_0' / 'checkpoints' / 'best.ckpt'}"]
     fit(*test, subcommand="test")
+    fit(*test[1:], "--trainer.limit_val_batches=1", subcommand="validate")
     assert sorted(p.name for p in runs.iterdir()) == ["latest", "version_0", "version_1"]
     older_now = _digests(runs / "version_0")
     changed = {name for name in older_now if older.get(name) != older_now[name]}
     assert changed and all(n == "csv/metrics.csv" or n.startswith(("config.", "wandb/")) for n in changed)
     assert older["config.yaml"] == older_now["config.yaml"]
-    assert len(read_metrics(runs / "version_0" / "csv" / "metrics.csv")["test/bleu4"]) == 1
+    assert older["samples/epoch_000.jsonl"] == older_now["samples/epoch_000.jsonl"]  # validate has no epoch to write
+    metrics = read_metrics(runs / "version_0" / "csv" / "metrics.csv")
+    assert len(metrics["test/bleu4"]) == 1 and len(metrics["val/bleu4"]) == 2
 
 
 @pytest.mark.slow
@@ -168,11 +173,14 @@ def test_versions_resume_and_latest(tmp_path):
     assert newest_resumable(tmp_path, "x") is None  # neither has a last.ckpt
     first.checkpoints.mkdir()
     first.last_checkpoint.write_bytes(b"")
-    assert newest_resumable(tmp_path, "x") == first
+    assert newest_resumable(tmp_path, "x") is None  # the newest was interrupted before its first checkpoint
+    second.checkpoints.mkdir()
+    second.last_checkpoint.write_bytes(b"")
+    assert newest_resumable(tmp_path, "x") == second
     assert run_of_checkpoint(first.last_checkpoint) == first and run_of_checkpoint(tmp_path / "a" / "b.ckpt") is None
     link = point_latest(second)
     assert link.resolve() == second.path.resolve() and os.readlink(link) == "version_1"  # relative: runs/ can move
-    assert newest_resumable(tmp_path, "x") == first  # the link is not a run of its own
+    assert newest_resumable(tmp_path, "x") == second  # the link is not a run of its own
     (tmp_path / "y" / "latest").mkdir(parents=True)  # the user's own folder of that name
     assert point_latest(create_run(tmp_path, "y")) is None and (tmp_path / "y" / "latest").is_dir()
 
@@ -202,5 +210,20 @@ def test_ctrl_c_in_a_fit_says_how_to_go_on(tmp_path, tiny_data_kwargs, tiny_mode
     trainer = quiet_trainer(run.path, max_epochs=1, callbacks=[RunFolderCallback(run), CtrlC()])
     with pytest.raises(SystemExit):  # Lightning's graceful shutdown
         trainer.fit(model, data)
-    assert f"interrupted: {run.path} keeps no checkpoint yet" in capsys.readouterr().out
+    assert f"interrupted: {run.path} has no checkpoint yet" in capsys.readouterr().out
     assert os.readlink(tmp_path / "x" / "latest") == "version_0"  # it had started training
+
+
+def test_processes_of_an_external_launcher_share_their_jobs_folder(tmp_path, monkeypatch):
+    from captioning.project_cli import _external_job_id
+
+    for var in ("GROUP_RANK", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_STEP_ID", "SLURM_JOB_ID"):
+        monkeypatch.delenv(var, raising=False)
+    assert _external_job_id() is None
+    monkeypatch.setenv("GROUP_RANK", "0")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # torchrun's default --rdzv-id: every job has it
+    assert _external_job_id() is None
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc")
+    assert _external_job_id() == "abc"
+    run, existed = job_run(tmp_path, "x", "abc")
+    assert not existed and job_run(tmp_path, "x", "abc") == (run, True)  # the other processes, a requeue: the same run

@@ -53,3 +53,14 @@ def test_a_resumed_run_goes_on_with_its_schedule(tmp_path, tiny_data_kwargs, tin
     _, other = _fit(tmp_path, tiny_data_kwargs, tiny_model_kwargs, batches=2, ckpt_path=tmp_path / "half.ckpt")
     assert len(other) == 2
     assert other == pytest.approx([whole[4], whole[6]])  # each step now covers two of the uninterrupted run's
+
+
+@pytest.mark.slow
+def test_a_model_loaded_from_a_finished_run_trains_with_a_fresh_schedule(tmp_path, tiny_checkpoint, tiny_data_kwargs):
+    from captioning.lit.captioner import load_captioner
+
+    model = load_captioner(tiny_checkpoint).train()  # its checkpoint's schedule had reached the end
+    rates = _LearningRates()
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=4, limit_val_batches=0, callbacks=[rates])
+    trainer.fit(model, CaptionDataModule(**tiny_data_kwargs))
+    assert max(rates.rates) == pytest.approx(model.hparams.lr, rel=0.01)  # warmed up to the full rate, not 0

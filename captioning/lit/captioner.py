@@ -228,7 +228,7 @@ class CaptioningModule(L.LightningModule):
         optimizer = torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = max(1, int(self.hparams.warmup_fraction * total))
-        self.schedule = schedule_segment(self.trainer, getattr(self, "_resumed_schedule", None), warmup)
+        self.schedule = schedule_segment(self.trainer, self.__dict__.pop("_resumed_schedule", None), warmup)
 
         def factor(step: int) -> float:
             return warmup_cosine(step, warmup, self.schedule.progress(step))
@@ -245,7 +245,8 @@ class CaptioningModule(L.LightningModule):
             checkpoint["hyper_parameters"].get("vocab_tokens"),
             "score it with `captioning evaluate --checkpoint ...`, or train on the data set it was trained on",
         )
-        self._resumed_schedule = checkpoint.get(SCHEDULE_KEY)  # before configure_optimizers, in a resumed fit
+        if self._trainer is not None and self.trainer.state.fn == "fit":  # a resumed fit, not a model loaded to use
+            self._resumed_schedule = checkpoint.get(SCHEDULE_KEY)  # read by configure_optimizers, which comes next
 
 
 def load_captioner(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> CaptioningModule:

@@ -20,6 +20,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` whose ``save_checkpoint`` leaves the previous file intact when it fails."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
+        if "://" in str(path):  # s3://, gs://...: an object store replaces whole objects (Lightning's fsspec path)
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")

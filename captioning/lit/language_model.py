@@ -205,7 +205,7 @@ class LanguageModule(L.LightningModule):
             {"params": plain, "weight_decay": 0.0},
         ]
         if math.isfinite(self.trainer.estimated_stepping_batches):  # else only the time budget ends the run
-            self.schedule = schedule_segment(self.trainer, getattr(self, "_resumed_schedule", None))
+            self.schedule = schedule_segment(self.trainer, self.__dict__.pop("_resumed_schedule", None))
         return torch.optim.AdamW(groups, lr=self.hparams.lr)
 
     def _progress(self) -> float:
@@ -243,7 +243,8 @@ class LanguageModule(L.LightningModule):
             checkpoint["hyper_parameters"].get("vocab_tokens"),
             "load it with load_language_model, or train on the corpus it was trained on",
         )
-        self._resumed_schedule = checkpoint.get(SCHEDULE_KEY)  # before configure_optimizers, in a resumed fit
+        if self._trainer is not None and self.trainer.state.fn == "fit":  # a resumed fit, not a model loaded to use
+            self._resumed_schedule = checkpoint.get(SCHEDULE_KEY)  # read by configure_optimizers, which comes next
 
     # -- generation ----------------------------------------------------------------------------
 

@@ -28,11 +28,14 @@ SCHEDULE_KEY = "lr_schedule"
 
 @dataclass(frozen=True)
 class ScheduleSegment:
-    """The stretch of the schedule one ``fit`` runs: from ``start_progress`` at ``start_step`` to 1 after ``steps``."""
+    """The stretch of the schedule one ``fit`` runs: from ``start_progress`` at ``start_step`` to 1
+    after ``steps``; ``epochs_at_start`` is how many epochs the run had done at its first step."""
 
     start_step: int
     start_progress: float
     steps: int
+    first_step: int = 0
+    epochs_at_start: float = 0.0
 
     def progress(self, step: int) -> float:
         return self.start_progress + (1 - self.start_progress) * (step - self.start_step) / max(1, self.steps)
@@ -49,17 +52,23 @@ def schedule_segment(trainer: L.Trainer, resumed: dict | None, warmup_steps: int
     total = max(1, int(trainer.estimated_stepping_batches))
     if resumed is None:
         return ScheduleSegment(warmup_steps, 0.0, total - warmup_steps)
-    step = resumed["step"]
+    step, epochs = resumed["step"], resumed["epochs"]
     if trainer.max_steps != -1 and trainer.max_steps <= total:  # the step budget ends the run
         remaining = trainer.max_steps - step
     else:
-        remaining = round(total * (1 - resumed["epochs"] / max(1, trainer.max_epochs)))
-    return ScheduleSegment(step, resumed["progress"], max(1, remaining))
+        remaining = round(total * (1 - epochs / max(1, trainer.max_epochs)))
+    if step < warmup_steps:  # still warming up: the cosine starts where it would have
+        return ScheduleSegment(warmup_steps, 0.0, max(1, remaining - (warmup_steps - step)), step, epochs)
+    return ScheduleSegment(step, resumed["progress"], max(1, remaining), step, epochs)
 
 
 def schedule_state(trainer: L.Trainer, segment: ScheduleSegment) -> dict:
-    """What :func:`schedule_segment` needs from a checkpoint: the step, the progress and the epochs done."""
+    """What :func:`schedule_segment` needs from a checkpoint: the step, the progress and the epochs done.
+
+    Epochs are counted from the step in this fit's steps per epoch, added to those done before it
+    (a run resumed on another number of processes has another number of steps per epoch).
+    """
     step = trainer.global_step
     steps_per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
-    epochs = step / max(1, steps_per_epoch)  # from the step count: the loops' epoch counters move at epoch end
+    epochs = segment.epochs_at_start + (step - segment.first_step) / max(1, steps_per_epoch)
     return {"step": step, "progress": min(1.0, max(0.0, segment.progress(step))), "epochs": epochs}

@@ -162,7 +162,7 @@ class CaptionSamples(L.Callback):
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         samples = getattr(pl_module, "validation_samples", [])
-        if trainer.sanity_checking or not samples:
+        if trainer.sanity_checking or not samples or trainer.state.fn != "fit":  # `validate` has no epoch of its own
             return
         validation = trainer.datamodule.image_sources("validation")
         sources = [validation[s["index"]] for s in samples]
