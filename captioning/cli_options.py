@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -56,6 +57,26 @@ def normalize_flags(args: Iterable[str], booleans: set[str]) -> list[str]:
     return normalized
 
 
+def check_known_options(args: Iterable[str], parser: ArgumentParser) -> None:
+    """Refuse the first ``--flag`` ``parser`` does not know, in the user's spelling, with the closest
+    valid option (jsonargparse would print its whole usage, in its own spelling)."""
+    known = {option for action in parser._actions for option in action.option_strings if option.startswith("--")}
+    groups = {o.rsplit(".", 1)[0] for o in known if "." in o and not o.endswith(".help")}  # --model: keys are options
+    open_ended = {option for option in known if option not in groups}  # --trainer.logger.init_args.x is free-form
+    for arg in args:
+        if not arg.startswith("--"):
+            continue
+        typed = arg.partition("=")[0]
+        flag = "--" + typed[2:].replace("-", "_").removesuffix("+")
+        if flag in known or any(flag.startswith(f"{option}.") for option in open_ended):
+            continue
+        if flag.startswith("--no_") and f"--{flag[5:]}" in known:
+            continue
+        close = difflib.get_close_matches(flag, sorted(known), n=1, cutoff=0.6)
+        suggestion = close[0] if "-" not in typed[2:] or not close else "--" + close[0][2:].replace("_", "-")
+        raise SystemExit(f"error: unknown option {typed}" + (f": did you mean {suggestion}?" if close else ""))
+
+
 def run_function(function: Callable, args: list[str], prog: str) -> Any:
     """Parse ``args`` against ``function``'s signature (its docstring is the help) and call it.
 
@@ -69,6 +90,7 @@ def run_function(function: Callable, args: list[str], prog: str) -> Any:
     parser.add_argument("--config", action=ActionConfigFile, help="A YAML file with any of the options below.")
     parser.add_function_arguments(function, as_group=False, fail_untyped=True)
     allow_bare_booleans(parser)
+    check_known_options(args, parser)
     config = parser.parse_args(normalize_flags(args, boolean_option_names(parser)))
     config.pop("config", None)
     return function(**parser.instantiate_classes(config).as_dict())

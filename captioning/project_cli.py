@@ -22,7 +22,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from captioning.cli_options import allow_bare_booleans
+from captioning.cli_options import allow_bare_booleans, check_known_options, normalize_flags
 from captioning.lit.checkpoint_io import AtomicCheckpointIO
 from captioning.run_folders import (
     RunFolder,
@@ -117,6 +117,17 @@ class ProjectCLI(LightningCLI):
             "with <run_name>/latest a link to the newest.",
         )
         allow_bare_booleans(parser)
+
+    def parse_arguments(self, parser, args) -> None:
+        """A mistyped option is named with the closest valid one; dashes in option names work as underscores."""
+        words = list(args) if isinstance(args, list) else []
+        subcommand = next((w for w in words if not w.startswith("-")), None)
+        if subcommand in self.subcommands():
+            check_known_options(
+                words[words.index(subcommand) + 1 :], parser._subcommands_action._name_parser_map[subcommand]
+            )
+            args = normalize_flags(words, booleans=set())  # --data.batch-size is --data.batch_size
+        super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]

@@ -158,3 +158,21 @@ def test_bad_input_prints_one_error_line_and_traceback_on_request(tmp_path, caps
     with pytest.raises(SystemExit) as exit_info:
         main(["captoin"])
     assert "unknown subcommand 'captoin'" in exit_info.value.code and "caption," in exit_info.value.code
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [(["fit", "--model.hiden_dim", "3"], "unknown option --model.hiden_dim: did you mean --model.hidden_dim?"),
+     (["lm", "fit", "--model.hiden_dim=3"], "unknown option --model.hiden_dim: did you mean --model.hidden_dim?"),
+     (["caption", "--beam-sise", "3"], "unknown option --beam-sise: did you mean --beam-size?")],
+)  # fmt: skip
+def test_a_mistyped_option_is_named_with_the_closest_valid_one(command, message, capsys):
+    with pytest.raises(SystemExit, match=message.replace("?", r"\?")):
+        main(command)
+    assert "usage:" not in capsys.readouterr().err
+
+
+def test_lightning_options_take_dashes_too(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(CONFIGS[0].parent / "shapes.yaml"), "--data.batch-size", "3", "--print_config"])
+    assert yaml.safe_load(capsys.readouterr().out)["data"]["batch_size"] == 3
